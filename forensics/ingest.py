@@ -1,0 +1,233 @@
+"""Ingest: bundle files -> detected parser -> one transaction per file in the case database.
+
+Order matters only for context: the manifest is read first, then inventory and session
+tables (higher parser priority), then logs and captures, so attribution can use the
+inventory. A file already in the case (same sha256) is skipped: re-ingesting adds nothing.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from forensics import derive, intake, manifest, store
+from forensics.errors import FormatError, ParserGaveUp
+from parsers.base import HEAD_BYTES, FileContext, FileHead, Parser, Sink, Source, detect
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]  # (what, done, total)
+
+
+@dataclass
+class IngestReport:
+    """What one ingest did, for the CLI summary."""
+
+    files: int = 0
+    parsed: int = 0
+    records: int = 0
+    rejects: int = 0
+    already_in_case: int = 0
+    unrecognised: list[str] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    manifest: manifest.Manifest | None = None
+
+
+@dataclass
+class _Planned:
+    bf: intake.BundleFile
+    sha256: str
+    size: int
+    parser: type[Parser] | None
+    context: FileContext
+
+
+def ingest(
+    inputs: list[Path],
+    case_path: Path,
+    workdir: Path,
+    timezone: str | None = None,
+    charger_id: str | None = None,
+    limits: intake.Limits | None = None,
+    progress: Progress | None = None,
+) -> IngestReport:
+    """Adds the inputs' files to the case at `case_path`; returns counts and refusals."""
+    manifest.check_timezone(timezone, "--timezone")
+    con = store.connect(case_path)
+    try:
+        return _ingest(con, inputs, workdir, timezone, charger_id, limits, progress)
+    finally:
+        con.close()
+
+
+def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> IngestReport:
+    report = IngestReport()
+    files = intake.collect(inputs, workdir, limits)
+    known = {r[0] for r in con.execute("SELECT sha256 FROM evidence WHERE sha256 IS NOT NULL")}
+    refused_known = {
+        (r[0], r[1])
+        for r in con.execute("SELECT bundle, path FROM evidence WHERE status='refused'")
+    }
+
+    mf = manifest.Manifest()
+    for bf in sorted(files, key=lambda b: b.display.count("/")):
+        if bf.path is not None and manifest.is_manifest(bf.display):
+            mf = manifest.load(bf.path, bf.display)
+            break
+    report.manifest = mf
+
+    plan: list[_Planned] = []
+    seen_now: dict[str, str] = {}
+    for bf in files:
+        report.files += 1
+        if bf.path is None:
+            report.refused.append((bf.display, bf.refused))
+            if (bf.bundle, bf.display) not in refused_known:
+                _evidence_only(con, bf, None, 0, None, "refused", bf.refused)
+            continue
+        sha, size = hash_file(bf.path)
+        if sha in known:
+            report.already_in_case += 1
+            continue
+        if sha in seen_now:
+            _evidence_only(con, bf, sha, size, None, "duplicate", f"same bytes as {seen_now[sha]}")
+            known.add(sha)
+            continue
+        seen_now[sha] = bf.display
+        if manifest.is_manifest(bf.display):
+            _evidence_only(con, bf, sha, size, "manifest", "parsed", "")
+            continue
+        ctx = mf.context_for(bf.display, timezone, charger_id)
+        cls = detect(FileHead(bf.display, read_head(bf.path)), ctx.format)
+        plan.append(_Planned(bf, sha, size, cls, ctx))
+
+    plan.sort(key=lambda p: -(p.parser.priority if p.parser else -1))
+    total = sum(p.size for p in plan)
+    done = 0
+    for p in plan:
+        if progress:
+            progress(p.bf.display, done, total)
+        if p.parser is None:
+            report.unrecognised.append(p.bf.display)
+            _evidence_only(
+                con, p.bf, p.sha256, p.size, None, "unrecognised", "no parser recognises it"
+            )
+        else:
+            ingest_file(con, p, report)
+        done += p.size
+    if progress:
+        progress("", total, total)
+    derive.run(con)
+    return report
+
+
+def ingest_file(con: duckdb.DuckDBPyConnection, p: _Planned, report: IngestReport) -> None:
+    """Parses one file inside one transaction; on failure the case is left as it was."""
+    parser = p.parser()
+    src = Source(p.bf.path, p.bf.display, p.context)
+    con.execute("BEGIN TRANSACTION")
+    fid = _evidence_row(con, p.bf, p.sha256, p.size, parser.kind, "parsing", "", parser)
+    sink = Sink(con, fid, set(store.table_names(con)))
+    try:
+        parser.parse(src, sink)
+    except ParserGaveUp as exc:
+        con.execute("ROLLBACK")
+        report.unrecognised.append(p.bf.display)
+        _evidence_only(con, p.bf, p.sha256, p.size, parser.kind, "unrecognised", str(exc), parser)
+        return
+    except (FormatError, ValueError, OSError, EOFError, duckdb.Error) as exc:
+        # Input we could not read at all (e.g. an inventory without a header).
+        con.execute("ROLLBACK")
+        msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        report.failed.append((p.bf.display, msg))
+        _evidence_only(con, p.bf, p.sha256, p.size, parser.kind, "failed", msg, parser)
+        log.debug("parse of %s failed", p.bf.display, exc_info=True)
+        return
+    except Exception as exc:  # a bug in our parser: keep going, say so loudly
+        con.execute("ROLLBACK")
+        msg = f"internal error in parser {parser.name}: {type(exc).__name__}: {exc}"
+        report.failed.append((p.bf.display, msg.splitlines()[0][:300]))
+        _evidence_only(con, p.bf, p.sha256, p.size, parser.kind, "failed", msg[:300], parser)
+        log.warning("%s: %s\n%s", p.bf.display, msg, traceback.format_exc())
+        return
+    if src.rejects:
+        rej = pa.table(
+            {
+                "locator": [r.locator for r in src.rejects],
+                "reason": [r.reason for r in src.rejects],
+                "excerpt": [r.excerpt for r in src.rejects],
+                "detail": [r.detail for r in src.rejects],
+            }
+        )
+        sink.append("rejects", rej)
+    status = "partial" if src.rejects else "parsed"
+    con.execute(
+        "UPDATE evidence SET records_parsed = ?, records_rejected = ?, status = ?, notes = ? "
+        "WHERE file_id = ?",
+        [src.records_seen, len(src.rejects), status, src.notes, fid],
+    )
+    con.execute("COMMIT")
+    report.parsed += 1
+    report.records += src.records_seen
+    report.rejects += len(src.rejects)
+
+
+def _evidence_row(con, bf, sha, size, kind, status, message, parser=None) -> int:
+    fid = con.execute("SELECT nextval('file_ids')").fetchone()[0]
+    con.execute(
+        "INSERT INTO evidence VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, ?, ?, [], ?)",
+        [
+            fid,
+            bf.bundle,
+            bf.display,
+            sha,
+            size,
+            kind,
+            parser.name if parser else None,
+            parser.version if parser else None,
+            status,
+            message,
+            datetime.now(UTC).replace(tzinfo=None),
+        ],
+    )
+    return fid
+
+
+def _evidence_only(con, bf, sha, size, kind, status, message, parser=None) -> None:
+    con.execute("BEGIN TRANSACTION")
+    _evidence_row(con, bf, sha, size, kind, status, message, parser)
+    con.execute("COMMIT")
+
+
+def hash_file(path: Path) -> tuple[str, int]:
+    """sha256 hex and size in bytes, streamed (chain of custody)."""
+    h = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            size += len(chunk)
+    return h.hexdigest(), size
+
+
+def read_head(path: Path) -> bytes:
+    """First bytes for detection; gzip-compressed files are looked at decompressed."""
+    with open(path, "rb") as fh:
+        head = fh.read(HEAD_BYTES)
+    if head.startswith(b"\x1f\x8b"):
+        try:
+            with gzip.open(path, "rb") as gz:
+                return gz.read(HEAD_BYTES)
+        except (OSError, EOFError):
+            return head
+    return head

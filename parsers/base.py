@@ -1,0 +1,352 @@
+"""The parser contract: detect a file by content, stream its records into the case.
+
+A parser sees one `Source` (the file, its bundle path, the manifest context) and one `Sink`
+(the open transaction of that file in the case database). It appends Arrow data to tables
+and records every record it cannot use as a reject with a locator. It never writes findings.
+Parsers register by name at import (`@register`); a duplicate name is an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+BATCH_ROWS = 65_536
+MAX_CONSECUTIVE_FAILURES = 20
+EXCERPT_CHARS = 80
+HEAD_BYTES = 8192
+
+
+# ---------------------------------------------------------------- detection
+
+
+@dataclass(frozen=True)
+class FileHead:
+    """What detection sees: the first bytes of a file (decompressed if gzip) and its name."""
+
+    name: str
+    head: bytes
+
+    def text_lines(self, limit: int = 20) -> list[str]:
+        """First lines as text (UTF-8 with replacement; a UTF-16 BOM is honoured)."""
+        data = self.head
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            text = data.decode("utf-16", errors="replace")
+        else:
+            text = data.decode("utf-8", errors="replace").lstrip("\ufeff")
+        lines = [ln.strip("\r") for ln in text.split("\n")]
+        if len(data) >= HEAD_BYTES and len(lines) > 1:
+            lines = lines[:-1]  # the last line may be cut by the head limit
+        return [ln for ln in lines if ln.strip()][:limit]
+
+
+class Signature:
+    """Scores how well a file matches (0 = not this kind, 100 = certain)."""
+
+    def score(self, fh: FileHead) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Magic(Signature):
+    """Fixed bytes at an offset (pcap magic, BLF 'LOGG', gzip...)."""
+
+    magics: tuple[bytes, ...]
+    offset: int = 0
+    certainty: int = 100
+
+    def score(self, fh: FileHead) -> int:
+        window = fh.head[self.offset :]
+        return self.certainty if any(window.startswith(m) for m in self.magics) else 0
+
+
+@dataclass(frozen=True)
+class FirstLines(Signature):
+    """A regex that must match at least `min_hits` of the first non-empty lines.
+
+    Files shorter than `min_hits` lines match when every line matches.
+    """
+
+    pattern: str
+    min_hits: int = 3
+    certainty: int = 80
+    flags: int = 0
+
+    def score(self, fh: FileHead) -> int:
+        lines = fh.text_lines()
+        if not lines:
+            return 0
+        rx = re.compile(self.pattern, self.flags)
+        hits = sum(1 for ln in lines if rx.search(ln))
+        need = min(self.min_hits, len(lines))
+        return self.certainty if hits >= need else 0
+
+
+@dataclass(frozen=True)
+class NameHint(Signature):
+    """A file-name regex; adds a little to another signature, never decides alone."""
+
+    pattern: str
+    bonus: int = 10
+
+    def score(self, fh: FileHead) -> int:
+        return self.bonus if re.search(self.pattern, fh.name, re.IGNORECASE) else 0
+
+
+@dataclass(frozen=True)
+class AllOf(Signature):
+    """Content signature that must match, plus optional name hints that add to its score."""
+
+    content: Signature
+    hints: tuple[Signature, ...] = ()
+
+    def score(self, fh: FileHead) -> int:
+        base = self.content.score(fh)
+        if not base:
+            return 0
+        return min(100, base + sum(h.score(fh) for h in self.hints))
+
+
+@dataclass(frozen=True)
+class Predicate(Signature):
+    """Any callable `FileHead -> int`, for detections a regex cannot express."""
+
+    fn: Callable[[FileHead], int]
+
+    def score(self, fh: FileHead) -> int:
+        return self.fn(fh)
+
+
+# ---------------------------------------------------------------- context
+
+
+@dataclass
+class FileContext:
+    """What the manifest and the rest of the bundle say about one file."""
+
+    timezone: str | None = None  # IANA name for logs written in local time
+    charger_id: str | None = None  # default charger for single-charger files
+    format: str | None = None  # forced parser name
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- source and sink
+
+
+class Sink:
+    """Where a parser puts records: tables of the case, inside this file's transaction.
+
+    `append` adds `file_id` to each row; missing columns take their defaults (event_id).
+    `con` is the open DuckDB connection, for parsers that transform their data in SQL.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, file_id: int, tables: set[str]):
+        self.con = con
+        self.file_id = file_id
+        self._tables = tables
+        self.rows: dict[str, int] = {}
+
+    def append(self, table: str, data: pa.Table | pa.RecordBatch) -> None:
+        """Bulk-inserts Arrow data into `table` by column name (never row by row)."""
+        if table not in self._tables:
+            raise KeyError(f"no table {table!r} in the case schema")
+        if data.num_rows == 0:
+            return
+        self.con.register("_sink_batch", data)
+        try:
+            self.con.execute(
+                f"INSERT INTO {table} BY NAME SELECT *, $fid AS file_id FROM _sink_batch",
+                {"fid": self.file_id},
+            )
+        finally:
+            self.con.unregister("_sink_batch")
+        self.count(table, data.num_rows)
+
+    def count(self, table: str, n: int) -> None:
+        """Records `n` rows written to `table` by SQL the parser ran itself."""
+        self.rows[table] = self.rows.get(table, 0) + n
+
+
+@dataclass
+class Reject:
+    locator: str
+    reason: str
+    excerpt: str
+    detail: str = ""
+
+
+class Source:
+    """One input file as a parser sees it: bytes, lines, context, and the reject ledger."""
+
+    def __init__(self, path: Path, display: str, context: FileContext | None = None):
+        self.path = path
+        self.display = display  # path inside the bundle, as users name it
+        self.context = context or FileContext()
+        self.rejects: list[Reject] = []
+        self.notes: list[str] = []
+        self.records_seen = 0
+        self._consecutive = 0
+
+    # -- reading
+
+    def open(self):
+        """Binary stream of the file; gzip-compressed files are decompressed transparently."""
+        import gzip
+
+        with open(self.path, "rb") as fh:
+            magic = fh.read(2)
+        if magic == b"\x1f\x8b":
+            return gzip.open(self.path, "rb")
+        return open(self.path, "rb")
+
+    def lines(self, chunk_bytes: int = 16 << 20) -> Iterator[tuple[int, list[str]]]:
+        """Yields (first_line_number, lines) chunks; numbers are 1-based, text is str.
+
+        Decodes UTF-8 (BOM stripped) or UTF-16 with BOM. A line that is not valid UTF-8 is
+        decoded with U+FFFD replacements and noted once in the evidence notes, so one stray
+        Latin-1 byte never costs the record. CR before LF is dropped.
+        """
+        line_no = 1
+        bad_first: int | None = None
+        bad_count = 0
+        with self.open() as fh:
+            first = fh.read(2)
+            utf16 = first in (b"\xff\xfe", b"\xfe\xff")
+            if utf16:
+                import io
+
+                text = (first + fh.read()).decode("utf-16", errors="replace")
+                stream = io.BytesIO(text.encode("utf-8"))
+                self.notes.append("decoded from UTF-16")
+            else:
+                stream = fh
+                pending = first
+            if utf16:
+                pending = b""
+            while True:
+                chunk = stream.read(chunk_bytes)
+                if not chunk and not pending:
+                    break
+                data = pending + chunk
+                if chunk:
+                    cut = data.rfind(b"\n")
+                    if cut < 0:
+                        pending = data
+                        continue
+                    pending = data[cut + 1 :]
+                    data = data[:cut]
+                else:
+                    pending = b""
+                if line_no == 1 and data.startswith(b"\xef\xbb\xbf"):
+                    data = data[3:]
+                try:
+                    text = data.decode("utf-8")
+                    parts = text.split("\n")
+                except UnicodeDecodeError:
+                    parts = []
+                    for i, raw in enumerate(data.split(b"\n")):
+                        try:
+                            parts.append(raw.decode("utf-8"))
+                        except UnicodeDecodeError:
+                            parts.append(raw.decode("utf-8", errors="replace"))
+                            bad_count += 1
+                            if bad_first is None:
+                                bad_first = line_no + i
+                if parts and (parts[0].endswith("\r") or parts[-1].endswith("\r")):
+                    parts = [p[:-1] if p.endswith("\r") else p for p in parts]
+                yield line_no, parts
+                line_no += len(parts)
+        if bad_count:
+            self.notes.append(
+                f"{bad_count} line(s) not UTF-8, read with replacement characters "
+                f"(first at line {bad_first})"
+            )
+
+    # -- the ledger
+
+    def reject(self, locator: str, reason: str, excerpt: str | bytes = "", detail: str = ""):
+        """Records one unusable record. Raises ParserGaveUp after too many in a row."""
+        from forensics.errors import ParserGaveUp
+
+        if isinstance(excerpt, bytes):
+            excerpt = excerpt[:EXCERPT_CHARS].decode("utf-8", errors="backslashreplace")
+        self.rejects.append(Reject(locator, reason, excerpt[:EXCERPT_CHARS], detail[:500]))
+        self._consecutive += 1
+        if self._consecutive >= MAX_CONSECUTIVE_FAILURES and self.records_seen <= len(self.rejects):
+            raise ParserGaveUp(
+                f"{MAX_CONSECUTIVE_FAILURES} consecutive bad records up to {locator}; "
+                "the file does not look like this format"
+            )
+
+    def accepted(self, n: int = 1) -> None:
+        """Counts n good records (resets the consecutive-failure run)."""
+        self.records_seen += n
+        self._consecutive = 0
+
+
+# ---------------------------------------------------------------- parsers and registry
+
+
+class Parser:
+    """Base of every parser. Subclasses set name/version/kind/signature and write `parse`.
+
+    `tables` maps table names to DDL the parser needs beyond the core schema; the case
+    creates them on open. `kind` is the evidence kind users see (e.g. `ocpp_log`, `pcap`).
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[str] = "1"
+    kind: ClassVar[str]
+    description: ClassVar[str] = ""
+    signature: ClassVar[Signature]
+    tables: ClassVar[dict[str, str]] = {}
+    # Non-record files (inventory, manifest) are small and parsed whole.
+    priority: ClassVar[int] = 0  # higher wins a tie in detection; inventory before logs
+
+    def parse(self, src: Source, sink: Sink) -> None:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, type[Parser]] = {}
+
+
+def register(cls: type[Parser]) -> type[Parser]:
+    """Class decorator: adds a parser to the registry; a duplicate name is a bug."""
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"parser name {cls.name!r} registered twice")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def registry() -> dict[str, type[Parser]]:
+    """All registered parsers (importing forensics.parsers loads the built-in ones)."""
+    import forensics.parsers  # noqa: F401  (side effect: registration)
+
+    return dict(_REGISTRY)
+
+
+def detect(fh: FileHead, forced: str | None = None) -> type[Parser] | None:
+    """Best-scoring parser for a file head, or the forced one; None when nothing matches."""
+    parsers = registry()
+    if forced:
+        if forced not in parsers:
+            from forensics.errors import UsageError
+
+            raise UsageError(
+                f"unknown format {forced!r} for {fh.name}",
+                hint="`forensics formats` lists the names",
+            )
+        return parsers[forced]
+    best: tuple[int, int, str] | None = None
+    for name, cls in parsers.items():
+        s = cls.signature.score(fh)
+        if s > 0 and (best is None or (s, cls.priority) > best[:2]):
+            best = (s, cls.priority, name)
+    return parsers[best[2]] if best else None

@@ -1,0 +1,1 @@
+"""CAN logs: the internal channel."""

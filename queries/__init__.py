@@ -1,0 +1,1 @@
+"""SQL rule packs and the cause catalogue (data, loaded by forensics.rules)."""
