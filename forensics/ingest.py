@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from forensics import derive, intake, manifest, store
 from forensics.errors import FormatError, ParserGaveUp
-from parsers.base import HEAD_BYTES, FileContext, FileHead, Parser, Sink, Source, detect
+from forensics.parsers.base import HEAD_BYTES, FileContext, FileHead, Parser, Sink, Source, detect
 
 log = logging.getLogger(__name__)
 

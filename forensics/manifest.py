@@ -10,7 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from forensics.errors import FormatError
-from parsers.base import FileContext
+from forensics.parsers.base import FileContext
 
 
 @dataclass

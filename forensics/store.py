@@ -122,7 +122,7 @@ CORE_TABLES = [
 
 def parser_tables() -> dict[str, str]:
     """DDL of the tables registered parsers fill beyond the core schema."""
-    from parsers.base import registry
+    from forensics.parsers.base import registry
 
     ddl: dict[str, str] = {}
     for cls in registry().values():
