@@ -22,6 +22,7 @@ import pyarrow as pa
 from forensics import derive, intake, manifest, store
 from forensics.errors import FormatError, ParserGaveUp
 from forensics.parsers.base import HEAD_BYTES, FileContext, FileHead, Parser, Sink, Source, detect
+from forensics.parsers.ocpp_frames import close_frames
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,12 @@ def ingest(
 def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> IngestReport:
     report = IngestReport()
     files = intake.collect(inputs, workdir, limits)
-    known = {r[0] for r in con.execute("SELECT sha256 FROM evidence WHERE sha256 IS NOT NULL")}
-    refused_known = {
-        (r[0], r[1])
-        for r in con.execute("SELECT bundle, path FROM evidence WHERE status='refused'")
+    known = {
+        r[0] for r in con.execute("SELECT sha256 FROM evidence WHERE sha256 IS NOT NULL").fetchall()
     }
+    refused_known = set(
+        con.execute("SELECT bundle, path FROM evidence WHERE status = 'refused'").fetchall()
+    )
 
     mf = manifest.Manifest()
     for bf in sorted(files, key=lambda b: b.display.count("/")):
@@ -140,6 +142,7 @@ def ingest_file(con: duckdb.DuckDBPyConnection, p: _Planned, report: IngestRepor
     sink = Sink(con, fid, set(store.table_names(con)))
     try:
         parser.parse(src, sink)
+        close_frames(src, sink)  # OCPP frames staged by any parser (log or capture)
     except ParserGaveUp as exc:
         con.execute("ROLLBACK")
         report.unrecognised.append(p.bf.display)

@@ -73,6 +73,7 @@ CREATE TABLE IF NOT EXISTS ocpp_messages (
     schema_valid BOOLEAN,      -- NULL when no schema applies (unknown action, unpaired result)
     schema_error VARCHAR,
     response_ms DOUBLE,        -- on the CALL: time until its CALLRESULT/CALLERROR
+    seq BIGINT,                -- order of the message within its file
     file_id INTEGER, locator VARCHAR, line BIGINT
 );
 CREATE TABLE IF NOT EXISTS events (
@@ -149,7 +150,8 @@ def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnect
     con.execute(CORE_DDL)
     for ddl in parser_tables().values():
         con.execute(ddl)
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
+    row = rows[0] if rows else None
     if row is None:
         con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
     else:
@@ -159,9 +161,10 @@ def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnect
 
 def check_version(con: duckdb.DuckDBPyConnection, path: Path) -> None:
     try:
-        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
     except duckdb.CatalogException:
-        row = None
+        rows = []
+    row = rows[0] if rows else None
     if row is None or row[0] != SCHEMA_VERSION:
         found = row[0] if row else "none"
         raise CaseError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -159,19 +160,40 @@ class Sink:
             raise KeyError(f"no table {table!r} in the case schema")
         if data.num_rows == 0:
             return
-        self.con.register("_sink_batch", data)
-        try:
+        with registered(self.con, "_sink_batch", data):
             self.con.execute(
                 f"INSERT INTO {table} BY NAME SELECT *, $fid AS file_id FROM _sink_batch",
                 {"fid": self.file_id},
             )
-        finally:
-            self.con.unregister("_sink_batch")
         self.count(table, data.num_rows)
 
     def count(self, table: str, n: int) -> None:
         """Records `n` rows written to `table` by SQL the parser ran itself."""
         self.rows[table] = self.rows.get(table, 0) + n
+
+
+@contextmanager
+def registered(con: duckdb.DuckDBPyConnection, name: str, data: Any):
+    """Makes Arrow `data` visible to SQL as `name` for the block.
+
+    If the block fails, the transaction is aborted and unregistering would raise too; that
+    second error must not hide the first.
+    """
+    con.complete()  # DuckDB >= 2 refuses register() while a fetchone() result is open
+    con.register(name, data)
+    try:
+        yield
+    except BaseException:
+        with suppress(Exception):
+            con.unregister(name)
+        raise
+    con.unregister(name)
+
+
+def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pa.Table:
+    """Runs a query and returns its rows as one Arrow table (no DB-API copy)."""
+    con.complete()
+    return con.sql(sql, params=params).to_arrow_table()
 
 
 @dataclass
@@ -282,6 +304,25 @@ class Source:
         if self._consecutive >= MAX_CONSECUTIVE_FAILURES and self.records_seen <= len(self.rejects):
             raise ParserGaveUp(
                 f"{MAX_CONSECUTIVE_FAILURES} consecutive bad records up to {locator}; "
+                "the file does not look like this format"
+            )
+
+    def reject_bulk(self, rows) -> None:
+        """Records many rejects at once (vectorised parsers): rows of
+        (locator, reason, excerpt, detail). Gives up when nothing at all parsed and
+        at least MAX_CONSECUTIVE_FAILURES records failed."""
+        from forensics.errors import ParserGaveUp
+
+        for locator, reason, excerpt, detail in rows:
+            if isinstance(excerpt, bytes):
+                excerpt = excerpt[:EXCERPT_CHARS].decode("utf-8", errors="backslashreplace")
+            self.rejects.append(
+                Reject(locator, reason, (excerpt or "")[:EXCERPT_CHARS], (detail or "")[:500])
+            )
+        if self.records_seen == 0 and len(self.rejects) >= MAX_CONSECUTIVE_FAILURES:
+            first = self.rejects[0].locator
+            raise ParserGaveUp(
+                f"no record readable, {len(self.rejects)} bad from {first} on; "
                 "the file does not look like this format"
             )
 

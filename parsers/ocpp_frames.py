@@ -1,0 +1,326 @@
+"""The one code path for OCPP-J frames, whatever carried them (JSON Lines log, text log,
+WebSocket frames in a capture).
+
+A parser calls `store_frames` with Arrow batches of raw frames; ingest calls `close_frames`
+once at the end of the file (a parser need not). Closing validates the frame shape (message type 2/3/4), pairs each
+CALL with its CALLRESULT/CALLERROR by unique id (latency in ms), checks payloads against
+the official JSON schemas, and writes `ocpp_messages`, the `events` timeline (one event per
+message, most specific kind) and rejects. All of it runs as columnar SQL in DuckDB.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+
+import duckdb
+import pyarrow as pa
+from forensics.parsers import _ocpp_schemas as schemas
+from forensics.parsers.base import Sink, Source, registered
+
+STAGE = "_ocpp_stage"
+# A year before this on a charger clock means an RTC that lost its time (1970, 2000 ...).
+SANE_YEAR = 2015
+BACKWARDS_TOLERANCE_S = 2
+
+
+def store_frames(src: Source, sink: Sink, table: pa.Table) -> None:
+    """Stages frames for this file. Columns: ts timestamp[us] UTC, charger_id, direction
+    ('cp_to_csms'|'csms_to_cp'|NULL to infer), frame (OCPP-J array text), locator, line
+    (int64), optionally ocpp_version ('1.6'|'2.0.1')."""
+    con = sink.con
+    con.execute(
+        f"""CREATE TEMP TABLE IF NOT EXISTS {STAGE} (
+            seq BIGINT, ts TIMESTAMP, charger_id VARCHAR, direction VARCHAR, frame VARCHAR,
+            locator VARCHAR, line BIGINT, ocpp_version VARCHAR)"""
+    )
+    if "ocpp_version" not in table.column_names:
+        table = table.append_column("ocpp_version", pa.nulls(table.num_rows, pa.string()))
+    start = con.execute(f"SELECT count(*) FROM {STAGE}").fetchone()[0]
+    with registered(con, "_frames_in", table):
+        con.execute(
+            f"""INSERT INTO {STAGE}
+                SELECT $start + row_number() OVER () - 1, ts, nullif(trim(charger_id), ''),
+                       direction, frame, locator, line, ocpp_version
+                FROM _frames_in""",
+            {"start": start},
+        )
+
+
+def close_frames(src: Source, sink: Sink) -> int:
+    """Validates, pairs and writes the staged frames of this file; returns messages stored."""
+    con = sink.con
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [STAGE]
+    ).fetchone()[0]
+    if not exists:
+        return 0
+    try:
+        return _close(src, sink, con)
+    finally:
+        # After a failure the transaction is aborted and these fail too: keep the first error.
+        with suppress(duckdb.Error):
+            for t in (STAGE, "_ocpp_parsed", "_ocpp_valid", "_ocpp_final"):
+                con.execute(f"DROP TABLE IF EXISTS {t}")
+
+
+def _close(src: Source, sink: Sink, con) -> int:
+    con.execute(_PARSE_SQL)
+    bad = con.execute(
+        """SELECT locator, reject, left(frame, 80), reject_detail FROM _ocpp_parsed
+           WHERE reject IS NOT NULL ORDER BY seq"""
+    ).fetchall()
+    good = con.execute("SELECT count(*) FROM _ocpp_parsed WHERE reject IS NULL").fetchone()[0]
+    src.accepted(good)
+    src.reject_bulk(bad)
+    if not good:
+        return 0
+    versions = _charger_versions(con)
+    versions_table = pa.table(
+        {"charger_id": list(versions), "version": list(versions.values())},
+        schema=pa.schema([("charger_id", pa.string()), ("version", pa.string())]),
+    )
+    with registered(con, "_versions", versions_table):
+        con.execute(_PAIR_SQL)
+    _validate(con)
+    con.execute(_INSERT_SQL, {"fid": sink.file_id})
+    sink.count("ocpp_messages", good)
+    sink.count("events", con.execute(_EVENTS_SQL, {"fid": sink.file_id}).fetchone()[0])
+    params = {"fid": sink.file_id, "sane": SANE_YEAR, "back": BACKWARDS_TOLERANCE_S}
+    sink.count("events", con.execute(_CLOCK_SQL, params).fetchone()[0])
+    return good
+
+
+def _charger_versions(con) -> dict[str, str | None]:
+    """OCPP version per charger: given by the carrier (subprotocol), the inventory, or the
+    version-specific actions and BootNotification shape seen in this file."""
+    v16 = sorted(schemas.only_in("1.6"))
+    v201 = sorted(schemas.only_in("2.0.1"))
+    rows = con.execute(
+        """SELECT p.charger_id, max(p.ocpp_version),
+                  max(c.ocpp_version),
+                  bool_or(p.action IN (SELECT unnest($v16))),
+                  bool_or(p.action IN (SELECT unnest($v201))),
+                  bool_or(p.action = 'BootNotification'
+                          AND json_exists(p.payload, '$.chargePointVendor')),
+                  bool_or(p.action = 'BootNotification'
+                          AND json_exists(p.payload, '$.chargingStation'))
+           FROM _ocpp_parsed p
+           LEFT JOIN chargers c ON c.charger_id = p.charger_id AND NOT c.inferred
+           WHERE p.reject IS NULL GROUP BY p.charger_id""",
+        {"v16": v16, "v201": v201},
+    ).fetchall()
+    out: dict[str, str | None] = {}
+    for cp, carried, inventory, a16, a201, b16, b201 in rows:
+        version = normalise_version(carried) or normalise_version(inventory)
+        if version is None and (a16 or b16) != (a201 or b201):
+            version = "1.6" if (a16 or b16) else "2.0.1"
+        out[cp] = version
+    return out
+
+
+def normalise_version(text: str | None) -> str | None:
+    """'ocpp1.6', '1.6J', 'OCPP 2.0.1' -> '1.6' / '2.0.1'; anything else -> None."""
+    if not text:
+        return None
+    t = text.lower().replace("ocpp", "").replace(" ", "").rstrip("j")
+    if t.startswith("1.6"):
+        return "1.6"
+    if t.startswith("2.0.1") or t == "2.0":
+        return "2.0.1"
+    return None
+
+
+def _validate(con) -> None:
+    keys = con.execute(
+        f"""SELECT DISTINCT version, action, message_type = 3 AS response,
+                   {schemas.canonical_sql("payload::VARCHAR")} AS canon
+            FROM _ocpp_final WHERE message_type IN (2, 3) AND action IS NOT NULL"""
+    ).fetchall()
+    results = {"version": [], "action": [], "response": [], "canon": [], "valid": [], "err": []}
+    used = []
+    for version, action, response, canon in keys:
+        valid, err, v_used = schemas.validate(version, action, response, canon)
+        results["version"].append(version)
+        results["action"].append(action)
+        results["response"].append(response)
+        results["canon"].append(canon)
+        results["valid"].append(valid)
+        results["err"].append(err)
+        used.append(v_used)
+    results["version_used"] = used
+    table = pa.table(
+        results,
+        schema=pa.schema(
+            [
+                ("version", pa.string()),
+                ("action", pa.string()),
+                ("response", pa.bool_()),
+                ("canon", pa.string()),
+                ("valid", pa.bool_()),
+                ("err", pa.string()),
+                ("version_used", pa.string()),
+            ]
+        ),
+    )
+    with registered(con, "_valid_in", table):
+        con.execute("CREATE TEMP TABLE _ocpp_valid AS SELECT * FROM _valid_in")
+
+
+_SHAPE = """
+  CASE
+    WHEN frame IS NULL OR NOT json_valid(frame) THEN 'ocpp.not_json'
+    WHEN json_type(frame::JSON) <> 'ARRAY' THEN 'ocpp.not_array'
+    WHEN mt IS NULL OR mt NOT IN (2, 3, 4) THEN 'ocpp.bad_message_type'
+    WHEN json_type(frame::JSON, '$[1]') IS DISTINCT FROM 'VARCHAR' THEN 'ocpp.bad_frame'
+    WHEN mt = 2 AND NOT (n = 4 AND json_type(frame::JSON, '$[2]') = 'VARCHAR'
+                         AND json_type(frame::JSON, '$[3]') = 'OBJECT') THEN 'ocpp.bad_frame'
+    WHEN mt = 3 AND NOT (n = 3 AND json_type(frame::JSON, '$[2]') = 'OBJECT') THEN 'ocpp.bad_frame'
+    WHEN mt = 4 AND NOT (n = 5 AND json_type(frame::JSON, '$[2]') = 'VARCHAR'
+                         AND json_type(frame::JSON, '$[3]') = 'VARCHAR'
+                         AND json_type(frame::JSON, '$[4]') = 'OBJECT') THEN 'ocpp.bad_frame'
+    WHEN ts IS NULL THEN 'ocpp.bad_timestamp'
+    WHEN charger_id IS NULL THEN 'ocpp.no_charger'
+  END"""
+
+_PARSE_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _ocpp_parsed AS
+WITH t AS (
+  SELECT *,
+    CASE WHEN json_valid(frame) THEN CASE WHEN json_type(frame::JSON) = 'ARRAY'
+         THEN TRY_CAST(json_extract(frame, '$[0]') AS INTEGER) END END AS mt,
+    CASE WHEN json_valid(frame) THEN CASE WHEN json_type(frame::JSON) = 'ARRAY'
+         THEN json_array_length(frame) END END AS n
+  FROM {STAGE}
+), c AS (SELECT *, {_SHAPE} AS reject FROM t)
+SELECT seq, ts, charger_id, direction, frame, locator, line, ocpp_version, reject,
+  CASE reject
+    WHEN 'ocpp.bad_message_type' THEN 'message type must be 2, 3 or 4'
+    WHEN 'ocpp.bad_frame' THEN 'wrong element count or types for message type ' || mt
+    WHEN 'ocpp.no_charger' THEN 'no charge point id; set [defaults] charger_id in manifest.toml'
+    ELSE NULL END AS reject_detail,
+  CASE WHEN reject IS NULL THEN mt END AS message_type,
+  CASE WHEN reject IS NULL THEN json_extract_string(frame, '$[1]') END AS unique_id,
+  CASE WHEN reject IS NULL AND mt = 2 THEN json_extract_string(frame, '$[2]') END AS action,
+  CASE WHEN reject IS NULL THEN CASE mt WHEN 2 THEN json_extract(frame, '$[3]')
+                                         WHEN 3 THEN json_extract(frame, '$[2]')
+                                         ELSE json_extract(frame, '$[4]') END END AS payload,
+  CASE WHEN reject IS NULL AND mt = 4 THEN json_extract_string(frame, '$[2]') END AS error_code,
+  CASE WHEN reject IS NULL AND mt = 4 THEN json_extract_string(frame, '$[3]') END AS error_description
+FROM c
+"""
+
+# Each result is paired with the latest earlier CALL of the same charger and unique id.
+_PAIR_SQL = """
+CREATE OR REPLACE TEMP TABLE _ocpp_final AS
+WITH g AS (
+  SELECT p.*, v.version,
+    -- A CALL's direction follows from its action where OCPP fixes the initiator.
+    coalesce(p.direction, CASE WHEN p.message_type = 2 AND p.action <> 'DataTransfer' THEN
+      CASE WHEN p.action IN (SELECT unnest($cp)) THEN 'cp_to_csms' ELSE 'csms_to_cp' END END)
+      AS dir
+  FROM _ocpp_parsed p LEFT JOIN _versions v USING (charger_id)
+  WHERE p.reject IS NULL),
+calls AS (SELECT seq, charger_id, unique_id, action, ts, dir FROM g WHERE message_type = 2),
+res AS (SELECT seq, charger_id, unique_id, ts FROM g WHERE message_type IN (3, 4)),
+pairs AS (
+  SELECT r.seq AS r_seq, c.seq AS c_seq, c.action, c.dir AS call_dir,
+         date_diff('microsecond', c.ts, r.ts) / 1000.0 AS ms
+  FROM res r ASOF JOIN calls c
+    ON r.charger_id = c.charger_id AND r.unique_id = c.unique_id AND r.seq > c.seq
+),
+first_pair AS (SELECT * FROM pairs QUALIFY row_number() OVER (PARTITION BY c_seq ORDER BY r_seq) = 1)
+SELECT g.seq, g.ts, g.charger_id, g.message_type, g.unique_id,
+       coalesce(g.action, pr.action) AS action, g.payload, g.error_code, g.error_description,
+       g.version, g.locator, g.line,
+       coalesce(g.dir, CASE pr.call_dir WHEN 'cp_to_csms' THEN 'csms_to_cp'
+                                        WHEN 'csms_to_cp' THEN 'cp_to_csms' END) AS direction,
+       fp.ms AS response_ms
+FROM g
+LEFT JOIN pairs pr ON pr.r_seq = g.seq
+LEFT JOIN first_pair fp ON fp.c_seq = g.seq
+""".replace("$cp", "[" + ",".join(f"'{a}'" for a in sorted(schemas.CP_INITIATED)) + "]")
+
+_INSERT_SQL = f"""
+INSERT INTO ocpp_messages BY NAME
+SELECT f.ts, f.charger_id, f.direction, f.message_type, f.unique_id, f.action, f.payload,
+       f.error_code, f.error_description,
+       coalesce(f.version, v.version_used) AS ocpp_version,
+       v.valid AS schema_valid, v.err AS schema_error, f.response_ms, f.seq,
+       $fid AS file_id, f.locator, f.line
+FROM _ocpp_final f
+LEFT JOIN _ocpp_valid v
+  ON v.version IS NOT DISTINCT FROM f.version AND v.action = f.action
+ AND v.response = (f.message_type = 3)
+ AND v.canon = {schemas.canonical_sql("f.payload::VARCHAR")}
+ AND f.message_type IN (2, 3)
+ORDER BY f.seq
+"""
+
+_EVENTS_SQL = """
+INSERT INTO events BY NAME
+SELECT m.ts, m.charger_id,
+  TRY_CAST(json_extract_string(m.payload, '$.connectorId') AS INTEGER) AS connector_id,
+  'backend' AS channel, 'ocpp' AS layer,
+  CASE
+    WHEN m.message_type = 4 THEN 'ocpp.callerror'
+    WHEN m.message_type = 2 AND m.action = 'BootNotification' THEN 'ocpp.boot'
+    WHEN m.message_type = 3 AND m.action = 'BootNotification' THEN
+      CASE json_extract_string(m.payload, '$.status')
+        WHEN 'Accepted' THEN 'ocpp.boot_accepted' WHEN 'Pending' THEN 'ocpp.boot_pending'
+        WHEN 'Rejected' THEN 'ocpp.boot_rejected' ELSE 'ocpp.result' END
+    WHEN m.message_type = 2 AND m.action = 'StatusNotification'
+         AND (json_extract_string(m.payload, '$.status') = 'Faulted'
+              OR json_extract_string(m.payload, '$.connectorStatus') = 'Faulted')
+      THEN 'ocpp.status_fault'
+    WHEN m.message_type = 2 THEN 'ocpp.call'
+    ELSE 'ocpp.result' END AS kind,
+  CASE
+    WHEN m.message_type = 4 THEN 'error'
+    WHEN m.message_type = 3 AND m.action = 'BootNotification'
+         AND json_extract_string(m.payload, '$.status') = 'Rejected' THEN 'error'
+    WHEN m.message_type = 3 AND m.action = 'BootNotification'
+         AND json_extract_string(m.payload, '$.status') = 'Pending' THEN 'warning'
+    WHEN m.action = 'StatusNotification'
+         AND (json_extract_string(m.payload, '$.status') = 'Faulted'
+              OR json_extract_string(m.payload, '$.connectorStatus') = 'Faulted') THEN 'warning'
+    ELSE 'info' END AS severity,
+  CASE WHEN m.message_type = 4 THEN m.error_code
+       WHEN m.action = 'StatusNotification' THEN json_extract_string(m.payload, '$.errorCode')
+       WHEN m.message_type = 3 AND m.action = 'BootNotification'
+         THEN json_extract_string(m.payload, '$.status')
+       ELSE m.action END AS code,
+  json_object('action', m.action, 'unique_id', m.unique_id, 'direction', m.direction,
+              'response_ms', m.response_ms) AS detail,
+  m.file_id, m.locator
+FROM ocpp_messages m WHERE m.file_id = $fid
+UNION ALL
+SELECT m.ts, m.charger_id, NULL, 'backend', 'ocpp', 'ocpp.schema_violation', 'warning',
+  coalesce(m.action, 'unknown'),
+  json_object('action', m.action, 'error', m.schema_error, 'unique_id', m.unique_id),
+  m.file_id, m.locator
+FROM ocpp_messages m WHERE m.file_id = $fid AND m.schema_valid = false
+ORDER BY 1
+"""
+
+# A clock that jumps (RTC reset to 1970/2000, or going backwards) is an event of its own, so
+# gap rules do not mistake the hole it leaves for an outage.
+_CLOCK_SQL = """
+INSERT INTO events BY NAME
+SELECT ts, charger_id, 'backend' AS channel, 'clock' AS layer, 'clock.jump' AS kind,
+       'warning' AS severity,
+       CASE WHEN year(ts) < $sane OR year(prev_ts) < $sane THEN 'rtc_reset' ELSE 'backwards' END
+         AS code,
+       json_object('previous_ts', prev_ts, 'previous_locator', prev_loc,
+                   'jump_s', date_diff('millisecond', prev_ts, ts) / 1000.0) AS detail,
+       file_id, locator
+FROM (
+  SELECT ts, charger_id, file_id, locator,
+         lag(ts) OVER w AS prev_ts, lag(locator) OVER w AS prev_loc
+  FROM ocpp_messages WHERE file_id = $fid
+  WINDOW w AS (PARTITION BY charger_id ORDER BY seq)
+)
+WHERE prev_ts IS NOT NULL
+  AND ((year(ts) < $sane) <> (year(prev_ts) < $sane)
+       OR ts < prev_ts - to_seconds($back))
+ORDER BY ts
+"""
