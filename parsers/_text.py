@@ -45,3 +45,25 @@ def utc_sql(expr: str, tz_param: str = "$tz") -> str:
         WHEN {tz_param} IS NULL THEN TRY_CAST(replace({e}, ',', '.') AS TIMESTAMP)
         ELSE timezone({tz_param}, TRY_CAST(replace({e}, ',', '.') AS TIMESTAMP))::TIMESTAMP
     END)"""
+
+
+def parse_ts(text: str | None, tz: str | None):
+    """Python twin of utc_sql for small tables: naive UTC datetime, or None if unreadable."""
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    if text is None or not text.strip():
+        return None
+    s = text.strip().replace(",", ".")
+    try:
+        if s.replace(".", "", 1).isdigit():
+            v = float(s)
+            return datetime.fromtimestamp(v / 1000 if v > 1e11 else v, UTC).replace(tzinfo=None)
+        dt = datetime.fromisoformat(s)
+    except (ValueError, OverflowError, OSError):
+        return None
+    if dt.tzinfo is None:
+        if not tz:
+            return dt
+        dt = dt.replace(tzinfo=ZoneInfo(tz))
+    return dt.astimezone(UTC).replace(tzinfo=None)
