@@ -1,0 +1,265 @@
+"""pcapng block walk (draft-ietf-opsawg-pcapng): SHB, IDB, EPB, SPB, obsolete PB, NRB, ISB,
+DSB; several sections and interfaces, each interface with its own link type and timestamp
+resolution (if_tsresol) and offset (if_tsoffset).
+
+Yields reader.Chunk objects; unknown block types are skipped (counted in stats), as
+Wireshark does with blocks it has no handler for.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+from forensics.parsers.pcap import resync
+from forensics.parsers.pcap.binary import gather_u32
+from forensics.parsers.pcap.reader import (
+    BT_DSB,
+    BT_EPB,
+    BT_IDB,
+    BT_ISB,
+    BT_NRB,
+    BT_PB,
+    BT_SHB,
+    BT_SPB,
+    MAX_BLOCK,
+    SECRETS_TLS_KEYLOG,
+    CaptureReader,
+    Chunk,
+    Interface,
+)
+
+BOM = 0x1A2B3C4D
+OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 2, 9, 14
+
+
+def walk(r: CaptureReader) -> Iterator[Chunk]:
+    """Walks all blocks of the stream; packet blocks become chunks."""
+    off = 0
+    endian = _section_endian(r._fill(0, 12), 0)
+    if endian is None:
+        r._reject("offset 0", "pcapng.bad_section", r._buf[:16], "no byte-order magic")
+        return
+    hdr = struct.Struct(endian + "II").unpack_from
+    u32 = struct.Struct(endian + "I").unpack_from
+    while True:
+        buf = r._buf
+        n = len(buf)
+        offs: list[int] = []
+        special: dict[int, int] = {}  # index in offs -> block type, for SPB / PB
+        ap = offs.append
+        stop = ""  # "" need more data, "corrupt", "section"
+        while off + 12 <= n:
+            btype, blen = hdr(buf, off)
+            if blen < 12 or blen & 3 or blen > MAX_BLOCK:
+                if btype == BT_SHB:
+                    stop = "section"
+                    break
+                stop = "corrupt"
+                break
+            end = off + blen
+            if end > n:
+                if btype == BT_SHB:
+                    stop = "section"
+                break
+            if u32(buf, end - 4)[0] != blen:
+                stop = "section" if btype == BT_SHB else "corrupt"
+                break
+            if btype == BT_EPB:
+                if blen < 32 or u32(buf, off + 20)[0] > blen - 32:
+                    stop = "corrupt"
+                    break
+                ap(off)
+            elif btype in (BT_SPB, BT_PB):
+                if blen < (16 if btype == BT_SPB else 32):
+                    stop = "corrupt"
+                    break
+                special[len(offs)] = btype
+                ap(off)
+            elif btype == BT_SHB:
+                stop = "section"
+                break
+            else:
+                # An IDB only appends within a section, so pending interface ids stay valid.
+                _other_block(r, buf, off, btype, blen, endian)
+            off = end
+        if offs:
+            yield _chunk(r, buf, offs, special, endian)
+        if stop == "section":
+            new = _section_endian(r._fill(off, 12), 0)
+            off = 0
+            blen = struct.unpack_from((new or "<") + "I", r._buf, 4)[0] if new else 0
+            buf = r._fill(0, blen if 12 <= blen <= MAX_BLOCK else 12)
+            ok = (
+                new is not None
+                and 28 <= blen <= MAX_BLOCK
+                and blen % 4 == 0
+                and len(buf) >= blen
+                and struct.unpack_from(new + "I", buf, blen - 4)[0] == blen
+            )
+            if ok:
+                endian = new
+                hdr = struct.Struct(endian + "II").unpack_from
+                u32 = struct.Struct(endian + "I").unpack_from
+                r.interfaces = []
+                r.stats.saw("section")
+                off = blen
+                continue
+            if len(buf) < 12 or (new is not None and len(buf) < blen and r._eof):
+                _truncated(r, 0)
+                return
+            stop = "corrupt"
+        if stop == "corrupt":
+            off = _resync(r, off, endian)
+            if off < 0:
+                return
+            continue
+        if not r._more(off):  # the buffer now starts at the unconsumed bytes
+            if r._buf:
+                _truncated(r, 0)
+            return
+        off = 0
+
+
+def _section_endian(buf: bytes, off: int) -> str | None:
+    if len(buf) < off + 12:
+        return None
+    if struct.unpack_from("<I", buf, off + 8)[0] == BOM:
+        return "<"
+    if struct.unpack_from(">I", buf, off + 8)[0] == BOM:
+        return ">"
+    return None
+
+
+def _truncated(r: CaptureReader, off: int) -> None:
+    buf = r._buf
+    tail = buf[off:]
+    packet = len(tail) >= 4 and struct.unpack_from("<I", tail)[0] in (BT_EPB, BT_SPB, BT_PB)
+    packet = packet or (len(tail) >= 4 and struct.unpack_from(">I", tail)[0] in (6, 3, 2))
+    packet = packet or len(tail) < 4
+    r._reject(
+        f"frame {r.frames + 1}" if packet else f"offset {r._base + off}",
+        "pcap.truncated_record" if packet else "pcapng.truncated_block",
+        tail[:16],
+        f"the capture ends inside the block at offset {r._base + off} "
+        f"({len(tail)} bytes of it present)",
+    )
+
+
+def _resync(r: CaptureReader, off: int, endian: str) -> int:
+    bad_at = r._base + off
+    r._fill(off, 16)
+    excerpt = r._buf[:16]
+    found = resync.scan(r, resync.pcapng_candidates(endian, MAX_BLOCK))
+    skipped = (found if found >= 0 else r._base + len(r._buf)) - bad_at
+    r.stats.skipped_bytes += skipped
+    where = f"the next valid block at offset {found}" if found >= 0 else "the end of file"
+    r._reject(
+        f"offset {bad_at}",
+        "pcapng.corrupt_block",
+        excerpt,
+        f"block length or trailer is not valid; skipped {skipped} bytes to {where}",
+    )
+    return found - r._base if found >= 0 else -1
+
+
+def _options(buf: bytes, start: int, end: int, endian: str) -> Iterator[tuple[int, bytes]]:
+    """(code, value) of a block's options between start and end (opt_endofopt stops)."""
+    u16 = struct.Struct(endian + "HH").unpack_from
+    p = start
+    while p + 4 <= end:
+        code, length = u16(buf, p)
+        if code == 0:
+            return
+        val = buf[p + 4 : p + 4 + length]
+        yield code, val
+        p += 4 + ((length + 3) & ~3)
+
+
+def _other_block(r: CaptureReader, buf: bytes, off: int, btype: int, blen: int, endian: str):
+    end = off + blen - 4
+    if btype == BT_IDB:
+        linktype, _res, snaplen = struct.unpack_from(endian + "HHI", buf, off + 8)
+        iface = Interface(linktype, snaplen)
+        for code, val in _options(buf, off + 16, end, endian):
+            if code == OPT_IF_TSRESOL and val:
+                v = val[0]
+                iface.ticks_per_s = 2 ** (v & 0x7F) if v & 0x80 else 10**v
+            elif code == OPT_IF_TSOFFSET and len(val) == 8:
+                iface.offset_s = struct.unpack(endian + "q", val)[0]
+            elif code == OPT_IF_NAME:
+                iface.name = val.decode("utf-8", "replace")
+        r.interfaces.append(iface)
+        r.stats.saw("idb")
+    elif btype == BT_DSB:
+        stype, slen = struct.unpack_from(endian + "II", buf, off + 8)
+        if stype == SECRETS_TLS_KEYLOG:
+            r.secrets.append(bytes(buf[off + 16 : off + 16 + min(slen, blen - 20)]))
+        r.stats.saw("dsb")
+    elif btype == BT_ISB:
+        r.stats.saw("isb")
+    elif btype == BT_NRB:
+        r.stats.saw("nrb")
+    else:
+        r.stats.saw(f"block 0x{btype:08x}")
+
+
+def _chunk(r: CaptureReader, buf: bytes, offs: list[int], special: dict[int, int], endian):
+    """Columnar view of EPB/SPB/PB blocks at offs (block starts in buf)."""
+    big = endian == ">"
+    a = np.frombuffer(buf, dtype=np.uint8)
+    o = np.asarray(offs, dtype=np.int64)
+    iface = gather_u32(a, o + 8, big)
+    ticks = (gather_u32(a, o + 12, big).astype(np.uint64) << np.uint64(32)) | gather_u32(
+        a, o + 16, big
+    ).astype(np.uint64)
+    cap = gather_u32(a, o + 20, big)
+    orig = gather_u32(a, o + 24, big)
+    data = o + 28
+    for i, bt in special.items():
+        if bt == BT_PB:
+            iface[i] = struct.unpack_from(endian + "H", buf, offs[i] + 8)[0]
+        else:  # SPB: no interface id (always 0), no timestamp, caplen from block/snaplen
+            blen, olen = struct.unpack_from(endian + "I4xI", buf, offs[i] + 4)
+            snap = r.interfaces[0].snaplen if r.interfaces else 0
+            iface[i] = 0
+            orig[i] = olen
+            cap[i] = min(olen, blen - 16, snap or olen)
+            data[i] = offs[i] + 12
+            ticks[i] = 0
+    n_if = len(r.interfaces)
+    bad = iface >= n_if
+    first = r.frames + 1
+    frame = np.arange(first, first + len(o), dtype=np.int64)
+    r.frames += len(o)
+    ts = np.zeros(len(o), dtype=np.int64)
+    link = np.zeros(len(o), dtype=np.int64)
+    for k, itf in enumerate(r.interfaces):
+        m = iface == k
+        if not m.any():
+            continue
+        t = ticks[m]
+        tps = np.uint64(itf.ticks_per_s)
+        us = (t // tps).astype(np.int64) * 1_000_000 + (
+            (t % tps).astype(np.int64) * 1_000_000 // itf.ticks_per_s
+        )
+        ts[m] = us + itf.offset_s * 1_000_000
+        link[m] = itf.linktype
+    spb = [i for i, bt in special.items() if bt == BT_SPB]
+    for i in spb:  # a Simple Packet Block has no time: keep the previous packet's
+        ts[i] = ts[i - 1] if i else 0
+    if bad.any():
+        for i in np.flatnonzero(bad):
+            r._reject(
+                f"frame {int(frame[i])}",
+                "pcapng.unknown_interface",
+                bytes(buf[offs[i] : offs[i] + 16]),
+                f"packet block at offset {r._base + offs[i]} names interface "
+                f"{int(iface[i])}; the section declares {n_if}",
+            )
+        keep = ~bad
+        o, data, cap, orig, ts, link, frame = (
+            x[keep] for x in (o, data, cap, orig, ts, link, frame)
+        )
+    return Chunk(buf, data, cap, orig, ts, link, frame, o + r._base)
