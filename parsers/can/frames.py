@@ -1,0 +1,228 @@
+"""Shared CAN ingest: table layout, columnar frame and error buffers, and the per-file
+writer every CAN log parser uses (time basis, anchoring, then bus/module analysis).
+
+`can_frames` is the big table (tens of millions of rows), so it is kept narrow: no charger
+or locator text per row, flags packed in one byte. `loc` is the record's line number in text
+formats and its 1-based object number in binary ones; `can_logs.loc_unit` says which, and
+`can_locator(unit, loc)` rebuilds 'line N' / 'frame N'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+from forensics.parsers.base import BATCH_ROWS, Sink, Source
+from forensics.parsers.can import timebase
+from forensics.parsers.can.errorclass import ErrorInfo
+
+# flag bits of can_frames.flags
+EXT, RTR, ERR, FD, BRS, ESI, TX = 1, 2, 4, 8, 16, 32, 64
+
+
+def can_locator(unit: str, loc: int) -> str:
+    return f"{unit} {loc}"
+
+
+FRAME_SCHEMA = pa.schema(
+    [
+        ("loc", pa.int64()),
+        ("ts", pa.timestamp("us")),
+        ("channel", pa.string()),
+        ("arbitration_id", pa.uint32()),
+        ("flags", pa.uint8()),
+        ("dlc", pa.uint8()),
+        ("data", pa.binary()),
+    ]
+)
+
+
+@dataclass
+class Frame:
+    """One frame as the reference parsers produce it (ts in the log's own microseconds)."""
+
+    ts_us: int
+    channel: str
+    can_id: int
+    flags: int
+    dlc: int
+    data: bytes
+
+
+class CanWriter:
+    """Collects frames and error records of one file and writes them in Arrow batches.
+
+    `offset_us` is added to every timestamp (0 for absolute logs; the anchor for relative
+    ones). Call `finish()` once at the end: it flushes, records `can_logs`, and runs the
+    bus-health, module-health and DBC analysis over this file's rows.
+    """
+
+    def __init__(self, src: Source, sink: Sink, fmt: str, loc_unit: str):
+        self.src, self.sink, self.fmt, self.loc_unit = src, sink, fmt, loc_unit
+        self.offset_us = 0
+        self.basis = "absolute"
+        self.anchor_us: int | None = None
+        self.frames = 0
+        self._f: list[list] = [[] for _ in range(7)]
+        self._e: list[tuple] = []
+        self.notes: list[str] = []
+        extra = src.context.extra or {}
+        self.bitrate = _int_or_none(extra.get("bitrate"))
+
+    # -- time basis
+
+    def set_absolute(self, offset_us: int = 0, basis: str = "absolute") -> None:
+        """Stamps are epoch-based once `offset_us` (a header date, or 0) is added."""
+        self.offset_us, self.basis = offset_us, basis
+        if basis != "absolute":
+            self.anchor_us = offset_us
+
+    def set_relative(self) -> None:
+        """Stamps are offsets from the log start: anchor them from manifest or case."""
+        extra = self.src.context.extra or {}
+        start = extra.get("start_time")
+        if start:
+            self.offset_us, self.basis = timebase.iso_to_us(start), "anchored_manifest"
+            self.notes.append(f"relative time anchored at manifest start_time {start}")
+        else:
+            first = self._case_start()
+            if first is not None:
+                self.offset_us, self.basis = first, "anchored_case"
+                self.notes.append(
+                    "relative time anchored at the earliest event of this charger in the case; "
+                    "set start_time in the manifest to be sure"
+                )
+            else:
+                self.offset_us, self.basis = 0, "relative"
+                self.notes.append(
+                    "relative time with no anchor: timestamps count from 1970-01-01; set "
+                    "start_time for this file in the manifest"
+                )
+        self.anchor_us = self.offset_us
+
+    def _case_start(self) -> int | None:
+        row = self.sink.con.execute(
+            "SELECT epoch_us(min(ts)) FROM events WHERE file_id <> ? AND ts IS NOT NULL "
+            "AND (charger_id = ? OR ? IS NULL)",
+            [self.sink.file_id, self.src.context.charger_id, self.src.context.charger_id],
+        ).fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def header_time_note(self, what: str) -> None:
+        tz = self.src.context.timezone
+        if tz:
+            self.notes.append(f"{what} read as local time in {tz}")
+        else:
+            self.notes.append(f"{what} has no zone; taken as UTC (set timezone in the manifest)")
+
+    # -- records
+
+    def add(self, loc: int, ts_us: int, channel: str, can_id: int, flags: int, dlc: int,
+            data: bytes) -> None:  # fmt: skip
+        """One good frame (counted as accepted)."""
+        f = self._f
+        f[0].append(loc)
+        f[1].append(ts_us + self.offset_us)
+        f[2].append(channel)
+        f[3].append(can_id)
+        f[4].append(flags)
+        f[5].append(dlc)
+        f[6].append(data)
+        if len(f[0]) >= BATCH_ROWS:
+            self.flush()
+
+    def error(self, loc: int, ts_us: int, channel: str, source: str, info: ErrorInfo,
+              text: str | None = None) -> None:  # fmt: skip
+        """One decoded error record (an error frame also goes through `add`)."""
+        self._e.append((loc, ts_us + self.offset_us, channel, source, info, text))
+        if len(self._e) >= BATCH_ROWS:
+            self._flush_errors()
+
+    def append_frames(self, table: pa.Table) -> None:
+        """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds)."""
+        self.flush()
+        self.sink.append("can_frames", table.cast(FRAME_SCHEMA))
+        self.frames += table.num_rows
+
+    def flush(self) -> None:
+        f = self._f
+        if f[0]:
+            batch = pa.RecordBatch.from_arrays(
+                [pa.array(col, type=FRAME_SCHEMA.field(i).type) for i, col in enumerate(f)],
+                schema=FRAME_SCHEMA,
+            )
+            self.sink.append("can_frames", batch)
+            self.frames += batch.num_rows
+            self._f = [[] for _ in range(7)]
+        self._flush_errors()
+
+    def _flush_errors(self) -> None:
+        if not self._e:
+            return
+        rows = self._e
+        unit = self.loc_unit
+        tbl = pa.table(
+            {
+                "loc": pa.array([r[0] for r in rows], pa.int64()),
+                "locator": [f"{unit} {r[0]}" for r in rows],
+                "ts": pa.array([r[1] for r in rows], pa.timestamp("us")),
+                "channel": [r[2] for r in rows],
+                "source": [r[3] for r in rows],
+                "classes": pa.array([r[4].classes for r in rows], pa.list_(pa.string())),
+                "controller": pa.array([r[4].controller for r in rows], pa.list_(pa.string())),
+                "protocol": pa.array([r[4].protocol for r in rows], pa.list_(pa.string())),
+                "location": [r[4].location for r in rows],
+                "transceiver": [r[4].transceiver for r in rows],
+                "tx_errors": pa.array([r[4].tx_errors for r in rows], pa.int16()),
+                "rx_errors": pa.array([r[4].rx_errors for r in rows], pa.int16()),
+                "state": [r[4].state for r in rows],
+                "text": [r[5] for r in rows],
+            }
+        )
+        self.sink.append("can_errors", tbl)
+        self._e = []
+
+    # -- the end
+
+    def finish(self) -> None:
+        """Flushes, records the log's summary row, and runs the analyses over this file."""
+        from forensics.parsers.can import dbc, health, modules
+
+        self.flush()
+        con, fid = self.sink.con, self.sink.file_id
+        for note in self.notes:
+            if note not in self.src.notes:
+                self.src.notes.append(note)
+        con.execute(
+            """INSERT INTO can_logs
+               SELECT ?, ?, ?, ?, ?, make_timestamp(?::BIGINT), min(ts), max(ts), count(*),
+                      count(*) FILTER (WHERE flags & 4 <> 0), ?, ?
+               FROM can_frames WHERE file_id = ?""",
+            [fid, self.src.context.charger_id, self.fmt, self.loc_unit, self.basis,
+             self.anchor_us, self.bitrate, "; ".join(self.notes) or None, fid],
+        )  # fmt: skip
+        self.sink.count("can_logs", 1)
+        ctx = health.Context(
+            con=con,
+            sink=self.sink,
+            file_id=fid,
+            charger_id=self.src.context.charger_id,
+            loc_unit=self.loc_unit,
+            bitrate=self.bitrate,
+            extra=self.src.context.extra or {},
+        )
+        health.analyse(ctx)
+        modules.analyse(ctx)
+        dbc.decode_log(ctx)
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_hex_data(text: str) -> bytes:
+    """'DE AD BE EF' or 'DEADBEEF' -> bytes; ValueError on anything else."""
+    return bytes.fromhex(text)
