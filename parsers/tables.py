@@ -187,12 +187,13 @@ class Sessions(Parser):
         }
         table = pa.table({c: pa.array(v, types[c]) for c, v in out.items()})
         sink.append("sessions", table)
-        # Failed sessions join the timeline (vehicle channel) so rules can cite them.
+        # Failed sessions join the timeline (vehicle channel) so rules can cite them; one
+        # failed session is ordinary (severity warning), a cluster is what rules look for.
         n = sink.con.execute(
             """INSERT INTO events BY NAME
                SELECT coalesce(stop, start) AS ts, charger_id, connector_id,
                       'vehicle' AS channel, 'session' AS layer, 'session.failed' AS kind,
-                      'error' AS severity, error_code AS code,
+                      'warning' AS severity, error_code AS code,
                       json_object('session_id', session_id, 'vehicle_make', vehicle_make,
                                   'vehicle_model', vehicle_model, 'evccid', evccid) AS detail,
                       file_id, locator
