@@ -40,7 +40,7 @@ def print_verdict(doc: dict, console: Console, out_dir: str | None = None) -> No
     if not doc["verdicts"]:
         console.print("No failed exchange in this bundle: every charger looks healthy.")
     for n, v in enumerate(doc["verdicts"], 1):
-        who = v["subject"] if v["scope"] == "charger" else f"{v['scope']} {v['subject']}"
+        who = v["subject"] if v["scope"] in ("charger", "fleet") else f"site {v['subject']}"
         console.print()
         console.print(
             f"[bold][{n}] {escape(who)}[/] · {v['channel']} channel · {_when(v)}"

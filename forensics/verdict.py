@@ -32,7 +32,13 @@ def iso(ts: datetime | None) -> str | None:
 
 def build(con: duckdb.DuckDBPyConnection, case_id: str, bundle: str) -> dict:
     """The verdict document for the case as analysed (findings must be current)."""
+    aliases = charger_aliases(con)
     findings = _findings(con)
+    for f in findings:
+        f["charger_id"] = aliases.get(f["charger_id"], f["charger_id"])
+        if f["scope"] == "charger":
+            f["subject"] = aliases.get(f["subject"], f["subject"])
+        f["chargers"] = sorted({aliases.get(c, c) for c in (f["chargers"] or [])})
     kinds_present = {
         r[0]
         for r in con.execute("SELECT DISTINCT kind FROM evidence WHERE kind IS NOT NULL").fetchall()
@@ -65,6 +71,7 @@ def build(con: duckdb.DuckDBPyConnection, case_id: str, bundle: str) -> dict:
             verdicts.append(_verdict(con, own, kinds_present))
 
     explained = {c for v in verdicts for c in v["chargers"]}
+    explained |= {alias for alias, cp in aliases.items() if cp in explained}
     for cp, channel, n, ev in _unexplained_failures(con, explained):
         verdicts.append(_unknown_verdict(con, cp, channel, n, ev, kinds_present))
 
@@ -81,6 +88,18 @@ def build(con: duckdb.DuckDBPyConnection, case_id: str, bundle: str) -> dict:
         "case": _case(con, case_id, bundle),
         "verdicts": verdicts,
     }
+
+
+def charger_aliases(con) -> dict[str, str]:
+    """Ids seen in logs that differ from an inventory id only by case or whitespace, mapped
+    to the inventory id: one charger, one verdict (the mismatch itself is a finding)."""
+    return dict(
+        con.execute(
+            """SELECT s.charger_id, i.charger_id FROM chargers s
+               JOIN chargers i ON NOT i.inferred AND s.inferred
+                AND lower(trim(i.charger_id)) = lower(trim(s.charger_id))"""
+        ).fetchall()
+    )
 
 
 def _findings(con) -> list[dict]:

@@ -9,11 +9,21 @@
 -- falsepositives: A backend restarting repeatedly (then other chargers drop at the same times).
 -- The cause follows the inventory's connectivity; without it the three link causes are
 -- returned at low scores, so the verdict asks for the inventory.
-WITH d AS (
+-- A backend closing the socket after rejecting the charger is not a link problem: drops
+-- within a minute after a rejected BootNotification or a CALLERROR do not count.
+WITH drops AS (
+  SELECT e.charger_id, e.ts, e.event_id FROM events e
+  WHERE e.kind IN ('ws.disconnect', 'csms.marked_offline')
+    AND NOT EXISTS (SELECT 1 FROM events r
+                    WHERE r.charger_id = e.charger_id
+                      AND r.kind IN ('ocpp.boot_rejected', 'ocpp.callerror')
+                      AND r.ts BETWEEN e.ts - INTERVAL 60 SECOND AND e.ts)
+),
+d AS (
   SELECT charger_id, ts, event_id,
          count(*) OVER (PARTITION BY charger_id ORDER BY ts
                         RANGE BETWEEN CURRENT ROW AND to_minutes($window_min) FOLLOWING) AS n
-  FROM events WHERE kind IN ('ws.disconnect', 'csms.marked_offline')
+  FROM drops
 ),
 storm AS (
   SELECT charger_id, min(ts) AS ts_start, max(ts) AS ts_end, max(n) AS peak, count(*) AS total,
