@@ -1,0 +1,112 @@
+"""Vectorised ASC path: polars pulls classic data frames (`<t> <ch> <id>[x] Rx|Tx d <dlc>
+<bytes>`) out of each chunk with one regex; every other line (header, trigger blocks, error
+frames, FD, remote, status, anything odd) goes through `AscState.feed` in line order. Data
+frames take the time base that was in force at their line (an as-of join on line numbers).
+
+Files in `base dec` or with `timestamps relative` (deltas) take the reference path whole.
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+from forensics.parsers.base import Source
+from forensics.parsers.can.fastpath import text_chunks
+from forensics.parsers.can.frames import EXT, TX
+
+_ASC_FAST = (
+    r"^\s*(\d+)\.(\d{1,9})\s+(\d+)\s+([0-9A-Fa-f]{1,8})(x?)\s+(Rx|Tx)\s+d\s+([0-8])"
+    r"((?:\s+[0-9A-Fa-f]{2}){0,8})(?:\s+[^\s0-9A-Fa-f].*)?\s*$"
+)
+_BASE = re.compile(rb"^\s*base\s+(hex|dec)(?:\s+timestamps\s+(absolute|relative))?", re.I | re.M)
+
+
+def _reference_only(src: Source) -> bool:
+    with src.open() as fh:
+        head = fh.read(8192)
+    m = _BASE.search(head)
+    return bool(m and (m[1].lower() == b"dec" or (m[2] or b"").lower() == b"relative"))
+
+
+def parse_asc(src: Source, st) -> None:
+    """Feeds an ASC file through polars (data frames) and `st.feed` (everything else)."""
+    if _reference_only(src):
+        for first, lines in src.lines():
+            for i, line in enumerate(lines):
+                st.feed(first + i, line)
+        return
+    w = st.w
+    carry: int | None = None  # offset in force at the end of the previous chunk
+    for first, lines in text_chunks(src):
+        df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)
+        df = df.with_columns(
+            pl.col("n").cast(pl.Int64), m=pl.col("line").str.extract_groups(_ASC_FAST)
+        )
+        m = pl.col("m").struct
+        fast = df.filter(m.field("1").is_not_null()).select(
+            loc=pl.col("n"),
+            sec=m.field("1").cast(pl.Int64),
+            frac=m.field("2").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64),
+            channel=m.field("3"),
+            can_id=m.field("4").str.to_integer(base=16),
+            ext=m.field("5") == "x",
+            tx=m.field("6") == "Tx",
+            dlc=m.field("7").cast(pl.UInt8),
+            data=m.field("8").str.replace_all(r"\s", "").str.decode("hex"),
+        )
+        ok = (pl.col("data").bin.size() == pl.col("dlc")) & (
+            pl.col("can_id") <= pl.when(pl.col("ext")).then(0x1FFFFFFF).otherwise(0x7FF)
+        )
+        bad_fast = fast.filter(~ok)["loc"]
+        fast = fast.filter(ok)
+        slow = df.filter(
+            (m.field("1").is_null() | pl.col("n").is_in(bad_fast.implode()))
+            & (pl.col("line").str.strip_chars() != "")
+        )
+        changes: list[tuple[int, int]] = []
+        if carry is not None:
+            changes.append((first - 1, carry))
+        first_fast = fast["loc"][0] if fast.height else None
+        for line_no, line in zip(slow["n"].to_list(), slow["line"].to_list(), strict=True):
+            if first_fast is not None and line_no > first_fast and not st.anchored:
+                st._anchor()  # a data frame came first: the reference anchors there
+                changes.append((first_fast - 1, w.offset_us))
+            before = (st.anchored, w.offset_us)
+            st.feed(line_no, line)
+            if st.anchored and (st.anchored, w.offset_us) != before:
+                changes.append((line_no, w.offset_us))
+        if fast.height:
+            if not st.anchored:
+                st._anchor()
+                changes.append((first - 1, w.offset_us))
+            if not changes or changes[0][0] > first_fast:
+                changes.insert(0, (first - 1, w.offset_us if carry is None else carry))
+            offs = pl.DataFrame(
+                {"loc": [c[0] for c in changes], "off": [c[1] for c in changes]},
+                schema={"loc": pl.Int64, "off": pl.Int64},
+            ).sort("loc")
+            fast = fast.sort("loc").join_asof(offs, on="loc", strategy="backward")
+            w.append_frames(_to_arrow(fast))
+            src.accepted(fast.height)
+        if st.anchored:
+            carry = w.offset_us
+
+
+def _to_arrow(fast: pl.DataFrame):
+    return fast.select(
+        pl.col("loc"),
+        (pl.col("sec") * 1_000_000 + pl.col("frac") + pl.col("off"))
+        .cast(pl.Datetime("us"))
+        .alias("ts"),
+        pl.col("channel"),
+        pl.col("can_id").cast(pl.UInt32).alias("arbitration_id"),
+        (
+            pl.when(pl.col("ext")).then(EXT).otherwise(0)
+            | pl.when(pl.col("tx")).then(TX).otherwise(0)
+        )
+        .cast(pl.UInt8)
+        .alias("flags"),
+        pl.col("dlc"),
+        pl.col("data"),
+    ).to_arrow()
