@@ -39,7 +39,7 @@ def store_frames(src: Source, sink: Sink, table: pa.Table) -> None:
     with registered(con, "_frames_in", table):
         con.execute(
             f"""INSERT INTO {STAGE}
-                SELECT $start + row_number() OVER () - 1, ts, nullif(trim(charger_id), ''),
+                SELECT $start + row_number() OVER () - 1, ts, nullif(charger_id, ''),
                        direction, frame, locator, line, ocpp_version
                 FROM _frames_in""",
             {"start": start},

@@ -19,9 +19,12 @@ sites AS (
 fleet AS (SELECT count(DISTINCT charger_id) AS n, count(DISTINCT site) AS n_sites FROM chargers),
 anchors AS (
   SELECT a.site, a.ts,
-         count(DISTINCT b.charger_id) FILTER (WHERE b.site = a.site) AS n_site,
+         count(DISTINCT b.charger_id) FILTER (WHERE b.site = a.site
+                                              AND b.ts >= a.ts) AS n_site,
          count(DISTINCT b.charger_id) FILTER (WHERE b.site IS DISTINCT FROM a.site) AS n_other
-  FROM drops a JOIN drops b ON b.ts BETWEEN a.ts AND a.ts + to_seconds($window_s)
+  -- other sites are looked at on both sides of the anchor: a fleet-wide drop is not a site's
+  FROM drops a JOIN drops b ON b.ts BETWEEN a.ts - to_seconds($window_s)
+                                        AND a.ts + to_seconds($window_s)
   WHERE a.site IS NOT NULL
   GROUP BY a.site, a.event_id, a.ts
 ),
