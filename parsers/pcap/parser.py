@@ -1,0 +1,138 @@
+"""The registered pcap/pcapng parser: the fast path over a whole capture.
+
+Per chunk: the reader walks records, `decode` gathers every header with numpy, the flow
+table folds all TCP packets in bulk; per-packet Python runs only for the flows whose
+payload matters (TLS until the handshake is over, HTTP upgrades and WebSocket flows) and
+for DNS responses. At the end the flows, handshakes, sessions and events are written in
+bulk (see tables.py) and OCPP messages found in WebSocket text frames go through the one
+OCPP code path (`ocpp_frames.store_frames`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from forensics.parsers.base import Magic, Parser, Sink, Source, register
+from forensics.parsers.pcap import tables
+from forensics.parsers.pcap.decode import decode
+from forensics.parsers.pcap.dns import DnsLog
+from forensics.parsers.pcap.reader import PCAP_MAGICS, PCAPNG_SHB, CaptureReader, NotACapture
+from forensics.parsers.pcap.tcp import FlowTable
+from forensics.parsers.pcap.tls import (
+    REC_ALERT,
+    REC_APP,
+    TLS13_ALERT_RECORD,
+    TlsFlow,
+    looks_like_tls,
+)
+from forensics.parsers.pcap.websocket import WsFlow, looks_like_http
+
+APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
+
+
+class Capture:
+    """State of one capture being read: flows, their payload handlers, DNS, counters."""
+
+    def __init__(self) -> None:
+        self.flows = FlowTable()
+        self.app = np.zeros(1024, dtype=np.int8)
+        self.handlers: dict[int, TlsFlow | WsFlow] = {}
+        self.dns = DnsLog()
+        self.packets = 0
+        self.ip_packets = 0
+        self.fragments = 0
+        self.not_ip = 0
+        self.first_ts: int | None = None
+        self.last_ts = 0
+
+    def feed(self, chunk) -> None:
+        pk = decode(chunk)
+        self.packets += len(chunk)
+        ipm = pk.ip_ver > 0
+        self.ip_packets += int(ipm.sum())
+        self.not_ip += int((~ipm).sum())
+        self.fragments += int(pk.frag.sum())
+        if len(chunk):
+            self.first_ts = int(chunk.ts_us[0]) if self.first_ts is None else self.first_ts
+            self.last_ts = max(self.last_ts, int(chunk.ts_us.max()))
+        idx, gid, d = self.flows.update(pk)
+        if len(self.app) < self.flows.n:
+            self.app = np.resize(self.app, max(self.flows.n, 2 * len(self.app)))
+            self.app[len(self.app) // 2 :] = APP_UNKNOWN
+        self._payloads(pk, idx, gid, d)
+        self.dns.feed(pk)
+
+    def _payloads(self, pk, idx, gid, d) -> None:
+        has = pk.pay_len[idx] > 0
+        idx, gid, d = idx[has], gid[has], d[has]
+        if not len(idx):
+            return
+        buf = pk.chunk.buf
+        off, ln = pk.pay_off[idx], pk.pay_len[idx]
+        unknown = self.app[gid] == APP_UNKNOWN
+        if unknown.any():
+            ug, first = np.unique(gid[unknown], return_index=True)
+            pos = np.flatnonzero(unknown)[first]
+            for g, p in zip(ug.tolist(), pos.tolist(), strict=True):
+                head = bytes(buf[off[p] : off[p] + min(int(ln[p]), 16)])
+                if looks_like_tls(head):
+                    self.app[g], self.handlers[g] = APP_TLS, TlsFlow()
+                elif looks_like_http(head):
+                    self.app[g], self.handlers[g] = APP_HTTP, WsFlow()
+                else:
+                    self.app[g] = APP_OTHER
+        kind = self.app[gid]
+        a = np.frombuffer(buf, dtype=np.uint8)
+        first_byte = a[np.minimum(off, len(a) - 1)]
+        late = (kind == APP_TLS_DONE) & (
+            (first_byte == REC_ALERT) | ((first_byte == REC_APP) & (ln == 5 + TLS13_ALERT_RECORD))
+        )
+        pick = np.flatnonzero((kind == APP_TLS) | (kind == APP_HTTP) | late)
+        if not len(pick):
+            return
+        rel = self.flows.rel_seq(pk, idx[pick], gid[pick], d[pick])
+        frames = pk.chunk.frame[idx[pick]].tolist()
+        tss = pk.chunk.ts_us[idx[pick]].tolist()
+        handlers = self.handlers
+        for j, (g, dd, o, n, s) in enumerate(
+            zip(
+                gid[pick].tolist(),
+                d[pick].tolist(),
+                off[pick].tolist(),
+                ln[pick].tolist(),
+                rel.tolist(),
+                strict=True,
+            )
+        ):
+            h = handlers[g]
+            h.feed(dd, s, buf[o : o + n], frames[j], tss[j])
+            if self.app[g] == APP_TLS and not h.active:
+                self.app[g] = APP_TLS_DONE
+
+
+@register
+class PcapParser(Parser):
+    name = "pcap"
+    version = "1"
+    kind = "pcap"
+    description = (
+        "Packet captures (pcap, pcapng, gzip'd): TCP flows, TLS handshakes, WebSocket "
+        "upgrades and frames, OCPP-J inside ws://, DNS errors"
+    )
+    signature = Magic((*PCAP_MAGICS, PCAPNG_SHB))
+    tables = tables.DDL
+
+    def parse(self, src: Source, sink: Sink) -> None:
+        def reject(locator: str, reason: str, excerpt: bytes, detail: str) -> None:
+            src.reject(locator=locator, reason=reason, excerpt=excerpt.hex(" "), detail=detail)
+
+        cap = Capture()
+        with src.open() as fh:
+            try:
+                reader = CaptureReader(fh, reject)
+            except NotACapture as exc:
+                src.reject("offset 0", "pcap.not_a_capture", b"", str(exc))
+                return
+            for chunk in reader.chunks():
+                src.accepted(len(chunk))
+                cap.feed(chunk)
+        tables.write(src, sink, cap, reader)

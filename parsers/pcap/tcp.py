@@ -1,0 +1,215 @@
+"""TCP flow state for every packet, vectorised per chunk, with state carried across chunks.
+
+Per flow (direction 0 = client, the side that sent the SYN) it keeps packet and byte
+counts, SYN / SYN-ACK / FIN / RST, retransmissions (a segment ending at or before the
+highest sequence already seen in its direction), duplicate ACKs and zero windows as
+Wireshark's tcp.analysis defines them, handshake times, and the frame/time of the first
+occurrence of each history letter (Zeek's conn.log history: upper case for the client).
+State lives in numpy arrays indexed by flow id, so memory grows with flows, not packets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from forensics.parsers.pcap.decode import PROTO_TCP, Packets
+
+FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
+# Zeek's conn history letters, in the order of the hist arrays' last axis.
+LETTERS = "SHADFRTW"
+L_SYN, L_SYNACK, L_ACK, L_DATA, L_FIN, L_RST, L_RETR, L_ZWIN = range(8)
+SERVER_PORTS = {80, 443, 8080, 8443, 8180, 9000, 9001, 9220, 19520, 53, 1883, 8883}
+SEQ_MOD = 1 << 32
+BIG = 1 << 34  # spacing for segmented running maxima (relative seq ends stay below 2^33)
+
+
+class FlowTable:
+    """All TCP flows of one capture. Arrays grow by doubling; index = flow id (0-based)."""
+
+    def __init__(self, capacity: int = 1024):
+        self.ids: dict[bytes, int] = {}
+        self.n = 0
+        self._alloc(capacity)
+
+    def _alloc(self, cap: int) -> None:
+        def grow(name, shape, dtype, fill):
+            old = getattr(self, name, None)
+            new = np.full((cap, *shape), fill, dtype=dtype)
+            if old is not None:
+                new[: len(old)] = old
+            setattr(self, name, new)
+
+        for name in ("c_hi", "c_lo", "s_hi", "s_lo"):
+            grow(name, (), np.uint64, 0)
+        for name in ("c_port", "s_port", "ip_ver", "vlan", "first_frame", "last_frame"):
+            grow(name, (), np.int64, 0)
+        grow("first_ts", (), np.int64, 0)
+        grow("last_ts", (), np.int64, 0)
+        grow("partial", (), bool, False)  # first packet seen was not a SYN
+        for name in ("pkts", "bytes", "syn", "fin", "rst", "retrans", "dupack", "zerowin"):
+            grow(name, (2,), np.int64, 0)
+        grow("isn", (2,), np.int64, -1)
+        grow("max_end", (2,), np.int64, -1)
+        grow("last_ack", (2,), np.int64, -1)
+        grow("last_win", (2,), np.int64, -1)
+        grow("hist_frame", (2, len(LETTERS)), np.int64, 0)  # 0 = never
+        grow("hist_ts", (2, len(LETTERS)), np.int64, 0)
+        self.cap = cap
+
+    # ------------------------------------------------------------ per chunk
+
+    def update(self, pk: Packets) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Folds the chunk's TCP packets into the flows. Returns (packet index in chunk,
+        flow id, direction) for each TCP packet, in frame order."""
+        idx = np.flatnonzero(pk.l4ok & (pk.proto == PROTO_TCP))
+        if not len(idx):
+            e = np.zeros(0, dtype=np.int64)
+            return e, e, e
+        sh, sl, dh, dl = pk.src_hi[idx], pk.src_lo[idx], pk.dst_hi[idx], pk.dst_lo[idx]
+        sp, dp = pk.sport[idx].astype(np.uint64), pk.dport[idx].astype(np.uint64)
+        swap = (sh > dh) | ((sh == dh) & ((sl > dl) | ((sl == dl) & (sp > dp))))
+        key = np.empty((len(idx), 5), dtype=np.uint64)
+        key[:, 0] = np.where(swap, dh, sh)
+        key[:, 1] = np.where(swap, dl, sl)
+        key[:, 2] = np.where(swap, sh, dh)
+        key[:, 3] = np.where(swap, sl, dl)
+        key[:, 4] = (np.where(swap, dp, sp) << np.uint64(16)) | np.where(swap, sp, dp)
+        kv = np.ascontiguousarray(key).view(np.dtype((np.void, 40))).ravel()
+        uniq, first, inv = np.unique(kv, return_index=True, return_inverse=True)
+        gid_u = np.empty(len(uniq), dtype=np.int64)
+        for j, k in enumerate(uniq.tolist()):
+            g = self.ids.get(k)
+            if g is None:
+                g = self._new(pk, int(idx[first[j]]))
+                self.ids[k] = g
+            gid_u[j] = g
+        gid = gid_u[inv]
+        c_match = (sh == self.c_hi[gid]) & (sl == self.c_lo[gid]) & (sp == self.c_port[gid])
+        d = np.where(c_match, 0, 1)
+        self._fold(pk, idx, gid, d)
+        return idx, gid, d
+
+    def _new(self, pk: Packets, i: int) -> int:
+        g = self.n
+        self.n += 1
+        if g >= self.cap:
+            self._alloc(self.cap * 2)
+        f = int(pk.flags[i])
+        src = (pk.src_hi[i], pk.src_lo[i], int(pk.sport[i]))
+        dst = (pk.dst_hi[i], pk.dst_lo[i], int(pk.dport[i]))
+        if f & SYN:
+            client_is_src = not f & ACK
+        else:
+            client_is_src = not (src[2] in SERVER_PORTS and dst[2] not in SERVER_PORTS)
+            if src[2] < 1024 <= dst[2]:
+                client_is_src = False
+        c, s = (src, dst) if client_is_src else (dst, src)
+        self.c_hi[g], self.c_lo[g], self.c_port[g] = c
+        self.s_hi[g], self.s_lo[g], self.s_port[g] = s
+        self.ip_ver[g] = pk.ip_ver[i]
+        self.vlan[g] = pk.vlan[i]
+        self.first_frame[g] = pk.chunk.frame[i]
+        self.first_ts[g] = pk.chunk.ts_us[i]
+        self.partial[g] = not f & SYN
+        return g
+
+    def _fold(self, pk: Packets, idx, gid, d) -> None:
+        f = pk.flags[idx]
+        plen = pk.pay_len[idx]
+        frame = pk.chunk.frame[idx]
+        ts = pk.chunk.ts_us[idx]
+        seq, ack, win = pk.seq[idx], pk.ack[idx], pk.win[idx]
+        grp = gid * 2 + d
+        ug, gfirst = np.unique(grp, return_index=True)
+        ugid, ud = ug // 2, ug % 2
+        order = np.argsort(grp, kind="stable")  # frame order kept inside each group
+        gs = grp[order]
+        starts = np.r_[True, gs[1:] != gs[:-1]]
+        ulast = np.flatnonzero(np.r_[gs[1:] != gs[:-1], True])
+
+        np.add.at(self.pkts, (gid, d), 1)
+        np.add.at(self.bytes, (gid, d), plen)
+        syn, fin, rst = (f & SYN) > 0, (f & FIN) > 0, (f & RST) > 0
+        np.add.at(self.syn, (gid, d), syn)
+        np.add.at(self.fin, (gid, d), fin)
+        np.add.at(self.rst, (gid, d), rst)
+        np.maximum.at(self.last_frame, gid, frame)
+        np.maximum.at(self.last_ts, gid, ts)
+
+        unset = self.isn[ugid, ud] < 0
+        self.isn[ugid[unset], ud[unset]] = seq[gfirst[unset]]
+        rel = (seq - self.isn[gid, d]) % SEQ_MOD
+        seg = plen + syn + fin
+        end = rel + seg
+        # retransmission: ends at or below the highest end seen before in this direction
+        so = order
+        prior = self._exclusive_max(
+            gs, end[so] * (seg[so] > 0), starts, self.max_end[gs // 2, gs % 2]
+        )
+        keepalive = (seg[so] <= 1) & ~syn[so] & ~fin[so] & (end[so] == prior)
+        retr_s = (seg[so] > 0) & (end[so] <= prior) & ~keepalive
+        retr = np.empty_like(retr_s)
+        retr[so] = retr_s
+        top = np.maximum(prior, end[so] * (seg[so] > 0))[ulast]
+        self.max_end[gs[ulast] // 2, gs[ulast] % 2] = np.maximum(
+            self.max_end[gs[ulast] // 2, gs[ulast] % 2], top
+        )
+        # duplicate ACK (Wireshark): no payload, no SYN/FIN/RST, same ack and window as the
+        # previous segment of this direction, window not zero
+        ack_s, win_s = ack[so], win[so]
+        prev_ack = np.where(starts, self.last_ack[gs // 2, gs % 2], np.r_[-1, ack_s[:-1]])
+        prev_win = np.where(starts, self.last_win[gs // 2, gs % 2], np.r_[-1, win_s[:-1]])
+        pure = (plen[so] == 0) & ((f[so] & (SYN | FIN | RST)) == 0) & ((f[so] & ACK) > 0)
+        dup_s = pure & (ack_s == prev_ack) & (win_s == prev_win) & (win_s > 0)
+        dup = np.empty_like(dup_s)
+        dup[so] = dup_s
+        self.last_ack[gs[ulast] // 2, gs[ulast] % 2] = ack_s[ulast]
+        self.last_win[gs[ulast] // 2, gs[ulast] % 2] = win_s[ulast]
+        zwin = (win == 0) & ((f & (SYN | FIN | RST)) == 0)
+        np.add.at(self.retrans, (gid, d), retr)
+        np.add.at(self.dupack, (gid, d), dup)
+        np.add.at(self.zerowin, (gid, d), zwin)
+
+        pure_all = (plen == 0) & ((f & (SYN | FIN | RST)) == 0) & ((f & ACK) > 0)
+        letters = (
+            syn & ((f & ACK) == 0),
+            syn & ((f & ACK) > 0),
+            pure_all,
+            plen > 0,
+            fin,
+            rst,
+            retr,
+            zwin,
+        )
+        for li, m in enumerate(letters):
+            sel = np.flatnonzero(m)
+            if not len(sel):
+                continue
+            g1, i1 = np.unique(grp[sel], return_index=True)
+            gg, dd = g1 // 2, g1 % 2
+            new = self.hist_frame[gg, dd, li] == 0
+            pick = sel[i1[new]]
+            self.hist_frame[gg[new], dd[new], li] = frame[pick]
+            self.hist_ts[gg[new], dd[new], li] = ts[pick]
+
+    @staticmethod
+    def _exclusive_max(gs, vals, starts, carry) -> np.ndarray:
+        """Running maximum of vals before each element within its group (groups sorted),
+        starting from carry (the group's maximum in earlier chunks)."""
+        base = np.cumsum(starts) * BIG
+        shifted = np.r_[0, (vals + base)[:-1]]
+        shifted = np.where(starts, carry + base, np.maximum(shifted, carry + base))
+        run = np.maximum.accumulate(shifted)
+        return run - base
+
+    def rel_seq(self, pk: Packets, idx, gid, d) -> np.ndarray:
+        """Sequence numbers relative to each direction's first seen (SYN: data starts at 1)."""
+        return (pk.seq[idx] - self.isn[gid, d]) % SEQ_MOD
+
+    # ------------------------------------------------------------ results
+
+    def history(self, g: int) -> str:
+        """Zeek-style history: first occurrence of each letter, client upper case."""
+        hf = self.hist_frame[g]
+        steps = [(int(hf[d, li]), d, li) for d in (0, 1) for li in range(len(LETTERS)) if hf[d, li]]
+        steps.sort()
+        return "".join(LETTERS[li] if d == 0 else LETTERS[li].lower() for _, d, li in steps)

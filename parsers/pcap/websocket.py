@@ -1,0 +1,230 @@
+"""HTTP/1.1 WebSocket upgrade (RFC 6455 section 4) and WebSocket frames for one TCP flow.
+
+The request gives method, path (the charge point id is its last segment, as OCPP-J puts
+it), Host, the Authorization scheme (for Basic: the user name, never the password) and the
+offered Sec-WebSocket-Protocol; the response gives the status and the accepted protocol.
+After a 101 the frames are parsed in both directions: masking, fragmentation, ping/pong,
+close code and reason; complete text messages are handed on (OCPP-J arrays).
+A connection may carry several request/response exchanges (e.g. a 401, then a retry).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from urllib.parse import unquote, urlsplit
+
+from forensics.parsers.pcap.stream import Stream
+
+MAX_HEADER = 16384
+METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ", b"CONNECT ")
+
+
+def looks_like_http(data: bytes) -> bool:
+    return data.startswith(METHODS) or data.startswith(b"HTTP/1.")
+
+
+class Exchange:
+    """One HTTP request on the flow and its response."""
+
+    def __init__(self, frame: int, ts: int):
+        self.frame, self.ts = frame, ts
+        self.method = self.path = self.host = None
+        self.auth_scheme = self.auth_user = None
+        self.offered: list[str] = []
+        self.upgrade = False
+        self.status: int | None = None
+        self.reason: str | None = None
+        self.accepted: str | None = None
+        self.resp_frame = 0
+        self.resp_ts = 0
+
+    @property
+    def charge_point_id(self) -> str | None:
+        if not self.path:
+            return None
+        segs = [s for s in urlsplit(self.path).path.split("/") if s]
+        return unquote(segs[-1]) if segs else None
+
+
+class WsFlow:
+    """Follows HTTP then WebSocket on one flow. `messages` collects (dir, frame, ts, text)."""
+
+    def __init__(self) -> None:
+        self.streams = (Stream(), Stream())
+        self.exchanges: list[Exchange] = []
+        self._resp_i = 0
+        self.ws = False
+        self.frag = [None, None]  # (opcode, bytearray) of a fragmented message per side
+        self.messages: list[tuple[int, int, int, str]] = []
+        self.counts = {"c2s": 0, "s2c": 0, "ping": 0, "pong": 0, "binary": 0}
+        self.close: dict | None = None
+        self.closes: list[dict] = []
+        self.gaps = 0
+        self.bad_frames = 0
+
+    def feed(self, d: int, seq: int, data: bytes, frame: int, ts: int) -> None:
+        st = self.streams[d]
+        st.feed(seq, data, frame, ts)
+        if st.take_gap():
+            self.gaps += 1
+            self.frag[d] = None
+        if self.ws:
+            self._frames(d, st)
+        elif d == 0:
+            self._request(st)
+        else:
+            self._response(st)
+            if self.ws:  # frames may follow the 101 in the same segment
+                self._frames(1, st)
+                self._frames(0, self.streams[0])
+
+    # ------------------------------------------------------------ HTTP
+
+    def _head(self, st: Stream) -> tuple[list[str], dict[str, str]] | None:
+        end = st.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(st.buf) > MAX_HEADER:
+                st.consume(len(st.buf))
+            return None
+        text = bytes(st.buf[:end]).decode("latin-1")
+        st.consume(end + 4)
+        first, *rest = text.split("\r\n")
+        headers: dict[str, str] = {}
+        for line in rest:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+        return first.split(" ", 2), headers
+
+    def _request(self, st: Stream) -> None:
+        while True:
+            frame, ts = st.where(0)
+            head = self._head(st)
+            if head is None:
+                return
+            parts, h = head
+            ex = Exchange(frame, ts)
+            ex.method = parts[0]
+            ex.path = parts[1] if len(parts) > 1 else ""
+            ex.host = h.get("host")
+            ex.upgrade = "websocket" in h.get("upgrade", "").lower()
+            ex.offered = [
+                p.strip() for p in h.get("sec-websocket-protocol", "").split(",") if p.strip()
+            ]
+            auth = h.get("authorization", "")
+            if auth:
+                scheme, _, cred = auth.partition(" ")
+                ex.auth_scheme = scheme
+                if scheme.lower() == "basic":
+                    try:
+                        ex.auth_user = (
+                            base64.b64decode(cred).decode("utf-8", "replace").split(":")[0]
+                        )
+                    except (binascii.Error, ValueError):
+                        ex.auth_user = None
+            self.exchanges.append(ex)
+            skip = int(h.get("content-length", "0") or 0)
+            st.consume(min(skip, len(st.buf))) if skip else None
+
+    def _response(self, st: Stream) -> None:
+        while not self.ws:
+            frame, ts = st.where(len(st.buf) - 1) if st.buf else (0, 0)
+            head = self._head(st)
+            if head is None:
+                return
+            parts, h = head
+            ex = self.exchanges[self._resp_i] if self._resp_i < len(self.exchanges) else None
+            self._resp_i += 1
+            if ex is None:
+                ex = Exchange(frame, ts)
+                self.exchanges.append(ex)
+            try:
+                ex.status = int(parts[1])
+            except (IndexError, ValueError):
+                ex.status = None
+            ex.reason = parts[2] if len(parts) > 2 else ""
+            ex.accepted = h.get("sec-websocket-protocol") or None
+            ex.resp_frame, ex.resp_ts = frame, ts
+            length = int(h.get("content-length", "0") or 0)
+            if length:
+                st.consume(min(length, len(st.buf)))
+            if ex.status == 101:
+                self.ws = True
+
+    # ------------------------------------------------------------ WebSocket frames
+
+    def _frames(self, d: int, st: Stream) -> None:
+        buf = st.buf
+        while len(buf) >= 2:
+            b0, b1 = buf[0], buf[1]
+            opcode, fin, masked, n = b0 & 0x0F, b0 & 0x80, b1 & 0x80, b1 & 0x7F
+            if b0 & 0x70 or opcode not in (0, 1, 2, 8, 9, 10):
+                self.bad_frames += 1  # lost sync (after a gap): drop what is buffered
+                st.consume(len(buf))
+                return
+            p = 2
+            if n == 126:
+                if len(buf) < 4:
+                    return
+                n, p = struct.unpack_from(">H", buf, 2)[0], 4
+            elif n == 127:
+                if len(buf) < 10:
+                    return
+                n, p = struct.unpack_from(">Q", buf, 2)[0], 10
+            key = b""
+            if masked:
+                if len(buf) < p + 4:
+                    return
+                key, p = bytes(buf[p : p + 4]), p + 4
+            if len(buf) < p + n:
+                return
+            payload = bytes(buf[p : p + n])
+            if key:
+                payload = unmask(payload, key)
+            frame, ts = st.consume(p + n)
+            self._frame(d, opcode, bool(fin), payload, frame, ts)
+
+    def _frame(self, d: int, opcode: int, fin: bool, payload: bytes, frame: int, ts: int):
+        if opcode == 9:
+            self.counts["ping"] += 1
+            return
+        if opcode == 10:
+            self.counts["pong"] += 1
+            return
+        if opcode == 8:
+            code = struct.unpack_from(">H", payload)[0] if len(payload) >= 2 else None
+            reason = payload[2:].decode("utf-8", "replace")
+            info = {"from": d, "code": code, "reason": reason, "frame": frame, "ts": ts}
+            self.closes.append(info)
+            if self.close is None:
+                self.close = info
+            return
+        if opcode == 0:
+            if self.frag[d] is None:
+                return  # continuation of a message begun before a gap
+            self.frag[d][1].extend(payload)
+            if not fin:
+                return
+            opcode, payload = self.frag[d][0], bytes(self.frag[d][1])
+            self.frag[d] = None
+        elif not fin:
+            self.frag[d] = (opcode, bytearray(payload))
+            return
+        self.counts["c2s" if d == 0 else "s2c"] += 1
+        if opcode == 1:
+            self.messages.append((d, frame, ts, payload.decode("utf-8", "replace")))
+        else:
+            self.counts["binary"] += 1
+
+    def upgrade(self) -> Exchange | None:
+        """The WebSocket upgrade exchange (the last one asking for it)."""
+        ups = [e for e in self.exchanges if e.upgrade]
+        return ups[-1] if ups else (self.exchanges[-1] if self.exchanges else None)
+
+
+def unmask(payload: bytes, key: bytes) -> bytes:
+    """XOR with the 4-byte masking key (RFC 6455 5.3), whole-buffer integer XOR."""
+    n = len(payload)
+    k = (key * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
