@@ -370,9 +370,10 @@ _register_slice()
 def main() -> None:
     """Console entry point: typed errors become one line and a hint, exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns the code of typer.Exit instead of exiting.
+        code = app(standalone_mode=False)
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        code = exc.exit_code
     except ForensicsError as exc:
         if STATE["verbose"]:
             raise
@@ -394,3 +395,4 @@ def main() -> None:
         err.print(f"[red]error:[/] internal error: {type(exc).__name__}: {escape(str(exc))}")
         err.print("  hint: run again with --verbose and report the traceback")
         sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,149 @@
+"""OCPP log parsers (JSON Lines and text) through real ingest into a real case database."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import rows
+
+BOOT = [2, "b1", "BootNotification", {"chargePointVendor": "ABB", "chargePointModel": "Terra"}]
+BOOT_OK = [3, "b1", {"status": "Accepted", "currentTime": "2026-06-01T12:00:00Z", "interval": 60}]
+
+
+def jl(ts, frame=None, cp="CP-1", direction=None, **extra):
+    doc = {"ts": ts, "charger_id": cp, **extra}
+    if frame is not None:
+        doc["frame"] = frame
+    if direction:
+        doc["direction"] = direction
+    return json.dumps(doc)
+
+
+def test_jsonl_pairs_validates_and_counts(ingest_files):
+    lines = [
+        jl("2026-06-01T12:00:00.000Z", BOOT, direction="cp_to_csms"),
+        jl("2026-06-01T12:00:00.250Z", BOOT_OK, direction="csms_to_cp"),
+        "not json at all",
+        jl("2026-06-01T12:00:10Z", [2, "h1", "Heartbeat", {}]),
+        jl("2026-06-01T12:00:10.100Z", [3, "h1", {"currentTime": "bad-but-a-string"}]),
+        jl("2026-06-01T12:00:11Z", [2, "x1", "StatusNotification", {"connectorId": 1}]),
+        jl("2026-06-01T12:00:12Z", [9, "x2"]),
+        jl("2026-06-01T12:00:13Z", [4, "x1", "InternalError", "boom", {}]),
+        jl("2026-06-01T12:01:00Z", event="disconnected", code=1006),
+    ]
+    report, con = ingest_files({"csms.jsonl": "\n".join(lines) + "\n"})
+    assert (report.records, report.rejects) == (7, 2)
+    assert rows(con, "SELECT locator, reason FROM rejects ORDER BY locator") == [
+        ("line 3", "jsonl.not_json"),
+        ("line 7", "ocpp.bad_message_type"),
+    ]
+    boot = rows(con, "SELECT response_ms, ocpp_version, schema_valid FROM ocpp_messages "
+                "WHERE action = 'BootNotification' AND message_type = 2")  # fmt: skip
+    assert boot == [(250.0, "1.6", True)]
+    # Direction of an unlabelled CALL follows from its action; its result goes the other way.
+    assert rows(con, "SELECT direction FROM ocpp_messages WHERE unique_id = 'h1' "
+                "ORDER BY message_type") == [("cp_to_csms",), ("csms_to_cp",)]  # fmt: skip
+    # StatusNotification lacks required errorCode/status: a schema violation, still stored.
+    bad = rows(con, "SELECT schema_valid, schema_error FROM ocpp_messages WHERE unique_id='x1' "
+               "AND message_type = 2")  # fmt: skip
+    assert bad[0][0] is False and "required" in bad[0][1]
+    kinds = dict(rows(con, "SELECT kind, count(*) FROM events GROUP BY kind"))
+    assert kinds == {
+        "ocpp.boot": 1, "ocpp.boot_accepted": 1, "ocpp.call": 2, "ocpp.result": 1,
+        "ocpp.callerror": 1, "ocpp.schema_violation": 1, "ws.disconnect": 1,
+    }  # fmt: skip
+    ev = rows(con, "SELECT record_count FROM (SELECT records_parsed + records_rejected "
+              "AS record_count FROM evidence)")  # fmt: skip
+    assert ev == [(9,)]
+
+
+def test_jsonl_local_time_uses_manifest_timezone(ingest_files):
+    log = jl("2026-06-01 14:00:00", [2, "h", "Heartbeat", {}]) + "\n"
+    manifest = '[case]\nid = "T-1"\ntimezone = "Europe/Berlin"\n'
+    _, con = ingest_files({"a.jsonl": log, "manifest.toml": manifest})
+    assert str(rows(con, "SELECT ts FROM ocpp_messages")[0][0]) == "2026-06-01 12:00:00"
+
+
+def test_clock_jump_is_an_event(ingest_files):
+    lines = [
+        jl("2026-06-01T12:00:00Z", [2, "a", "Heartbeat", {}]),
+        jl("1970-01-01T00:00:05Z", [2, "b", "Heartbeat", {}]),
+        jl("1970-01-01T00:01:05Z", [2, "c", "Heartbeat", {}]),
+        jl("2026-06-01T12:05:00Z", [2, "d", "Heartbeat", {}]),
+        jl("2026-06-01T12:04:00Z", [2, "e", "Heartbeat", {}]),
+    ]
+    _, con = ingest_files({"a.jsonl": "\n".join(lines)})
+    jumps = rows(con, "SELECT locator, code FROM events WHERE kind = 'clock.jump' ORDER BY locator")
+    assert jumps == [("line 2", "rtc_reset"), ("line 4", "rtc_reset"), ("line 5", "backwards")]
+
+
+def test_invalid_utf8_and_utf16_are_read(ingest_files):
+    good = jl("2026-06-01T12:00:00Z", [2, "a", "DataTransfer", {"vendorId": "X", "data": "M"}])
+    latin1 = good.replace('"M"', '"M\u00fcller"').encode("latin-1")
+    data = latin1 + b"\n" + jl("2026-06-01T12:00:01Z", [2, "b", "Heartbeat", {}]).encode() + b"\n"
+    utf16 = ("\n".join([good, good.replace('"a"', '"z"')]) + "\n").encode("utf-16")
+    report, con = ingest_files({"latin.jsonl": data, "wide.jsonl": utf16})
+    assert report.rejects == 0 and report.records == 4
+    notes = dict(rows(con, "SELECT path, notes FROM evidence"))
+    assert "not UTF-8" in notes["latin.jsonl"][0] and "line 1" in notes["latin.jsonl"][0]
+    assert notes["wide.jsonl"] == ["decoded from UTF-16"]
+
+
+def test_text_log_csms_side_with_ids_and_lifecycle(ingest_files):
+    log = "\n".join([
+        "2026-06-01 12:00:00.100 INFO Handler - [chargeBoxId=CP-7] New connection established",
+        '2026-06-01 12:00:00.200 DEBUG Ws - [chargeBoxId=CP-7] Received: [2,"1","Heartbeat",{}]',
+        '2026-06-01 12:00:00.260 DEBUG Ws - [chargeBoxId=CP-7] Sending: [3,"1",{"currentTime":"2026-06-01T12:00:00Z"}]',
+        "2026-06-01 12:00:00.300 DEBUG pool stats",
+        '2026-06-01 12:00:01.000 DEBUG Ws - [chargeBoxId=CP-7] Received: [2,"2","Heartbeat",{}',
+        "2026-06-01 12:00:05.000 INFO Handler - [chargeBoxId=CP-7] connection closed, code 1006",
+    ])  # fmt: skip
+    report, con = ingest_files({"steve.log": log})
+    assert (report.records, report.rejects) == (4, 1)
+    assert rows(con, "SELECT locator, reason FROM rejects") == [("line 5", "ocpp.not_json")]
+    assert rows(con, "SELECT direction, response_ms FROM ocpp_messages ORDER BY seq") == [
+        ("cp_to_csms", 60.0),
+        ("csms_to_cp", None),
+    ]
+    assert rows(con, "SELECT kind, code FROM events WHERE layer = 'websocket' ORDER BY ts") == [
+        ("ws.connect", None),
+        ("ws.disconnect", "1006"),
+    ]
+
+
+def test_garbage_file_is_unrecognised_not_crashed(ingest_files):
+    report, con = ingest_files({"capture.pcap": b"\x00\x01garbage" * 100, "notes.txt": "hello\n"})
+    assert sorted(report.unrecognised) == ["capture.pcap", "notes.txt"]
+    assert rows(con, "SELECT status FROM evidence ORDER BY path") == [("unrecognised",)] * 2
+
+
+def test_jsonl_that_is_all_bad_gives_up(ingest_files):
+    lines = ['{"ts": "x", "frame": "nope"}'] * 30
+    report, con = ingest_files({"bad.jsonl": "\n".join(lines)})
+    assert report.unrecognised == ["bad.jsonl"]
+    assert rows(con, "SELECT count(*) FROM ocpp_messages") == [(0,)]
+    assert "does not look like this format" in rows(con, "SELECT message FROM evidence")[0][0]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.one_of(st.binary(max_size=60), st.just(jl("2026-06-01T12:00:00Z", BOOT).encode())),
+        max_size=12,
+    )
+)
+def test_any_bytes_never_crash_and_counts_add_up(ingest_files, chunks):
+    data = b"\n".join(chunks)
+    header = jl("2026-06-01T12:00:00Z", [2, "h", "Heartbeat", {}]).encode()
+    report, con = ingest_files({"fuzz.jsonl": header + b"\n" + header + b"\n" + data})
+    assert not report.failed
+    parsed, rejected = rows(con, "SELECT records_parsed, records_rejected FROM evidence")[0]
+    seen = rows(con, "SELECT count(*) FROM ocpp_messages")[0][0] + rows(
+        con, "SELECT count(*) FROM events WHERE layer = 'websocket'")[0][0]  # fmt: skip
+    assert parsed == seen
+    assert rejected == rows(con, "SELECT count(*) FROM rejects")[0][0]

@@ -1,0 +1,102 @@
+"""Case store guarantees and the inventory / sessions tables."""
+
+from __future__ import annotations
+
+from forensics import ingest, store
+from forensics.parsers.base import FileHead, Parser, Sink, Source, detect
+
+from conftest import rows, write_bundle
+
+INVENTORY = (
+    "charger_id,site,connectivity,signal_dbm,firmware,installer\n"
+    "CP-1,north,Cellular,-104,4.2.1,Voltwerk\n"
+    ",north,wifi,,,\n"
+    "CP-2,south,ethernet,strong,4.2.1,Voltwerk\n"
+    "CP-3,south\n"
+)
+SESSIONS = (
+    "session_id;charger_id;connector_id;start;stop;vehicle_make;vehicle_model;evccid;result;error_code\n"
+    "S1;CP-1;1;2026-06-01 10:00:00;2026-06-01 11:00:00;VW;ID.4;ABC;ok;\n"
+    "S2;CP-1;2;2026-06-01 12:00:00;2026-06-01 12:00:30;Voltra;EX5;DEF;Failed;SLAC\n"
+    "S3;CP-2;1;yesterday;;VW;ID.4;;ok;\n"
+)
+
+
+def test_inventory_keeps_unknown_columns_and_rejects_rows_without_id(ingest_files):
+    report, con = ingest_files({"chargers.csv": INVENTORY})
+    assert (report.records, report.rejects) == (2, 2)
+    assert rows(con, "SELECT locator, reason FROM rejects ORDER BY locator") == [
+        ("line 3", "inventory.no_charger_id"),
+        ("line 5", "csv.wrong_field_count"),
+    ]
+    assert rows(
+        con,
+        "SELECT charger_id, connectivity, signal_dbm, extra->>'installer' FROM chargers "
+        "WHERE NOT inferred ORDER BY 1",
+    ) == [("CP-1", "cellular", -104.0, "Voltwerk"), ("CP-2", "ethernet", None, "Voltwerk")]
+    notes = rows(con, "SELECT notes FROM evidence")[0][0]
+    assert notes == ["line 4: signal_dbm 'strong' is not a number (kept empty)"]
+
+
+def test_sessions_local_time_and_failed_events(ingest_files):
+    report, con = ingest_files(
+        {"sessions.csv": SESSIONS, "manifest.toml": '[case]\ntimezone = "Europe/Paris"\n'}
+    )
+    assert (report.records, report.rejects) == (2, 1)
+    assert rows(con, "SELECT locator, detail FROM rejects") == [("line 4", "bad start")]
+    assert rows(con, "SELECT session_id, start::VARCHAR, result FROM sessions ORDER BY 1") == [
+        ("S1", "2026-06-01 08:00:00", "ok"),
+        ("S2", "2026-06-01 10:00:00", "failed"),
+    ]
+    assert rows(con, "SELECT kind, code, locator FROM events") == [
+        ("session.failed", "SLAC", "line 3")
+    ]
+
+
+def test_reingest_adds_nothing(tmp_path):
+    bundle = write_bundle(tmp_path / "b", {"chargers.csv": INVENTORY, "s.csv": SESSIONS})
+    db = tmp_path / "case.duckdb"
+    first = ingest.ingest([bundle], db, tmp_path / "w")
+    second = ingest.ingest([bundle], db, tmp_path / "w")
+    assert first.parsed == 2 and second.parsed == 0 and second.already_in_case == 2
+    con = store.connect(db)
+    assert rows(con, "SELECT count(*) FROM evidence") == [(2,)]
+    assert rows(con, "SELECT count(*) FROM chargers WHERE NOT inferred") == [(2,)]
+    con.close()
+
+
+class _Exploding(Parser):
+    """A parser that writes rows, then fails: the case must not keep them."""
+
+    name = "exploding_test"
+    kind = "test"
+    signature = None
+
+    def parse(self, src: Source, sink: Sink) -> None:
+        import pyarrow as pa
+
+        sink.append("chargers", pa.table({"charger_id": ["GHOST"]}))
+        raise RuntimeError("bug in parser")
+
+
+def test_failed_parse_leaves_case_as_it_was(tmp_path):
+    src_file = tmp_path / "x.bin"
+    src_file.write_bytes(b"data")
+    con = store.connect(tmp_path / "case.duckdb")
+    report = ingest.IngestReport()
+    planned = ingest._Planned(
+        ingest.intake.BundleFile("b", "x.bin", src_file), "00", 4, _Exploding,
+        ingest.manifest.Manifest().context_for("x.bin"),
+    )  # fmt: skip
+    ingest.ingest_file(con, planned, report)
+    assert rows(con, "SELECT count(*) FROM chargers") == [(0,)]
+    assert rows(con, "SELECT status, message FROM evidence") == [
+        ("failed", "internal error in parser exploding_test: RuntimeError: bug in parser")
+    ]
+    con.close()
+
+
+def test_detection_is_by_content_not_name(tmp_path):
+    head = FileHead("random-name.txt", INVENTORY.encode())
+    assert detect(head).name == "inventory_csv"
+    assert detect(FileHead("chargers.csv", b"\x00\x01\x02")) is None
