@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+
 from forensics.parsers.base import Source
 
 # An ISO-8601 / RFC 3339 stamp that carries its own offset (Z, +02:00, +0200).

@@ -14,6 +14,7 @@ from contextlib import suppress
 
 import duckdb
 import pyarrow as pa
+
 from forensics.parsers import _ocpp_schemas as schemas
 from forensics.parsers.base import Sink, Source, registered
 

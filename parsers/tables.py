@@ -13,6 +13,8 @@ import io
 import json
 
 import pyarrow as pa
+
+from forensics.errors import FormatError
 from forensics.parsers._text import parse_ts
 from forensics.parsers.base import (
     AllOf,
@@ -24,8 +26,6 @@ from forensics.parsers.base import (
     Source,
     register,
 )
-
-from forensics.errors import FormatError
 
 INVENTORY_COLUMNS = [
     "charger_id",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from conftest import rows, write_bundle
 from forensics import ingest, store
 from forensics.parsers.base import FileHead, Parser, Sink, Source, detect
-
-from conftest import rows, write_bundle
 
 INVENTORY = (
     "charger_id,site,connectivity,signal_dbm,firmware,installer\n"
