@@ -15,11 +15,12 @@ import re
 from collections import defaultdict
 
 import pyarrow as pa
+
 from forensics.parsers.base import AllOf, FirstLines, NameHint, Parser, Sink, Source, register
 from forensics.parsers.can.health import Context
 from forensics.parsers.can.schema import TABLES
 
-VERSION_SIGNAL = re.compile(r"version|firmware|(^|_)(fw|sw)(_|$|ver)", re.IGNORECASE)
+VERSION_SIGNAL = re.compile(r"version|firmware|(^|_)(fw|sw)", re.IGNORECASE)
 _BO_LINE = re.compile(r"^BO_\s+(\d+)\s", re.MULTILINE)
 _LINE_IN_ERROR = re.compile(r"line (\d+)")
 

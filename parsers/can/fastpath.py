@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import polars as pl
 import pyarrow as pa
+
 from forensics.parsers.base import Source
 from forensics.parsers.can import timebase
 from forensics.parsers.can.frames import EXT, TX, CanWriter

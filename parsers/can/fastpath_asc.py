@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
+
 from forensics.parsers.base import Source
 from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.frames import EXT, TX

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+
 from forensics.parsers.base import BATCH_ROWS, Sink, Source
 from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import ErrorInfo

@@ -8,10 +8,12 @@ Tuning keys (manifest, per file): `bitrate` (bit/s, for bus load), `error_burst_
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+
 from forensics.parsers.base import Sink
 
 # nominal bits of a classic frame without stuffing: SOF..EOF plus 3 bits intermission
@@ -38,9 +40,15 @@ class Context:
     bitrate: int | None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def insert(self, table: str, sql: str, params: list) -> int:
+    def run(self, sql: str, params: dict | list):
+        """Executes SQL with only the named parameters it uses (DuckDB refuses extras)."""
+        if isinstance(params, dict):
+            params = {k: v for k, v in params.items() if re.search(rf"\${k}\b", sql)}
+        return self.con.execute(sql, params)
+
+    def insert(self, table: str, sql: str, params: dict | list) -> int:
         """Runs an INSERT ... SELECT, counts its rows for the sink, returns the count."""
-        row = self.con.execute(sql, params).fetchone()
+        row = self.run(sql, params).fetchone()
         n = int(row[0]) if row else 0
         if n:
             self.sink.count(table, n)
@@ -93,6 +101,9 @@ def error_bursts(ctx: Context) -> int:
             SELECT *, CASE WHEN ts - lag(ts) OVER w <= to_milliseconds($gap) THEN 0 ELSE 1
                       END AS starts
             FROM can_errors WHERE file_id = $fid AND source = 'error_frame'
+              -- controller-state-only frames are state changes, not bus errors
+              AND (state IS NULL OR list_has_any(classes, ['protocol', 'ack', 'bus_error',
+                                                           'transceiver', 'lost_arbitration']))
             WINDOW w AS (PARTITION BY channel ORDER BY ts, loc)),
         g AS (SELECT *, sum(starts) OVER (PARTITION BY channel ORDER BY ts, loc) AS burst FROM e),
         b AS (

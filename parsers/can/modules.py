@@ -14,6 +14,7 @@ A log with none of these gets no module analysis (no guessing from raw ids).
 from __future__ import annotations
 
 import pyarrow as pa
+
 from forensics.parsers.can.health import Context
 
 NMT_STATES = {0x00: "boot_up", 0x04: "stopped", 0x05: "operational", 0x7F: "pre_operational"}
@@ -101,7 +102,7 @@ def analyse(ctx: Context) -> int:
 def _analyse_sql(ctx: Context, factor: float, min_gap: float) -> int:
     con = ctx.con
     params = {"fid": ctx.file_id, "factor": factor, "min_gap": min_gap}
-    con.execute(
+    ctx.run(
         """CREATE OR REPLACE TEMP TABLE _can_modframes AS
         SELECT m.module, f.ts, f.loc, f.arbitration_id, f.data
         FROM can_frames f JOIN _can_modmap m
@@ -109,7 +110,7 @@ def _analyse_sql(ctx: Context, factor: float, min_gap: float) -> int:
         WHERE f.file_id = $fid AND f.flags & 4 = 0""",
         params,
     )
-    con.execute(
+    ctx.run(
         """CREATE OR REPLACE TEMP TABLE _can_modinfo AS
         WITH d AS (
             SELECT module, arbitration_id,
@@ -128,7 +129,7 @@ def _analyse_sql(ctx: Context, factor: float, min_gap: float) -> int:
         params,
     )
     unit = ctx.loc_unit
-    con.execute(
+    ctx.run(
         f"""CREATE OR REPLACE TEMP TABLE _can_modgaps AS
         WITH s AS (
             SELECT module, ts, loc, data,
