@@ -28,8 +28,10 @@ app = typer.Typer(
 )
 rules_app = typer.Typer(no_args_is_help=True, help="Rule packs: list, show, test.")
 app.add_typer(rules_app, name="rules")
-out = Console()
-err = Console(stderr=True)
+# soft_wrap: long lines are not cut into pieces when piped (greps, tickets, CI logs).
+# Piped output gets a wide fixed width so tables keep ids whole.
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 220)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 220)
 STATE = {"verbose": False}
 
 

@@ -108,6 +108,7 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> Ing
         seen_now[sha] = bf.display
         if manifest.is_manifest(bf.display):
             _evidence_only(con, bf, sha, size, "manifest", "parsed", "")
+            report.parsed += 1
             continue
         ctx = mf.context_for(bf.display, timezone, charger_id)
         cls = detect(FileHead(bf.display, read_head(bf.path)), ctx.format)
