@@ -59,7 +59,7 @@ def test_rule_runs_with_bound_params_and_broken_rule_fails_alone(tmp_path, inges
             tmp_path,
             "broken.sql",
             HEADER.replace("test.rule", "test.broken") + "SELECT * FROM no_such_table",
-        )  # fmt: skip
+        )
     )
     shape = rules.parse_rule(
         write(tmp_path, "shape.sql", HEADER.replace("test.rule", "test.shape") + "SELECT 1 AS x")
