@@ -203,7 +203,7 @@ class BlfReader:
                 f"object {self.obj_no}: header version {hver}",
             )
             return
-        ts = stamp * 10 if flags == 1 else stamp // 1000
+        ts = stamp * 10 if flags == 1 else (stamp + 500) // 1000  # ns -> nearest us
         p, n, w = pos + hsize, self.obj_no, self.w
         try:
             if otype in (1, 86):

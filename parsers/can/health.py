@@ -17,7 +17,7 @@ import duckdb
 from forensics.parsers.base import Sink
 
 # nominal bits of a classic frame without stuffing: SOF..EOF plus 3 bits intermission
-_BITS_SQL = "CASE WHEN flags & 1 <> 0 THEN 67 ELSE 47 END + 8 * CASE WHEN flags & 2 <> 0 THEN 0 ELSE dlc END"
+_BITS_SQL = "CASE WHEN flags & 1 <> 0 THEN 67 ELSE 47 END + 8 * CASE WHEN flags & 2 <> 0 THEN 0 ELSE dlc::INTEGER END"
 
 STATE_EVENTS = {
     "error_active": ("can.error_active", "info"),

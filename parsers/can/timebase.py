@@ -32,11 +32,13 @@ _VECTOR_DATE = re.compile(
 
 
 def parse_seconds_us(text: str) -> int:
-    """'1700000000.123456' -> microseconds, exactly (no float rounding)."""
+    """'1700000000.123456' -> microseconds, exactly; a 7th digit rounds (float reprs)."""
     whole, _, frac = text.strip().partition(".")
     sign = -1 if whole.startswith("-") else 1
-    frac = (frac + "000000")[:6]
-    return sign * (abs(int(whole or "0")) * US + int(frac))
+    if frac and not frac.isdigit():
+        raise ValueError(f"not a decimal fraction: {text!r}")
+    up = 1 if len(frac) > 6 and frac[6] >= "5" else 0
+    return sign * (abs(int(whole or "0")) * US + int((frac + "000000")[:6]) + up)
 
 
 @dataclass
