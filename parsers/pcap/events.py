@@ -1,5 +1,5 @@
 """Rows of tcp_flows / tls_handshakes / ws_sessions / dns_answers and the timeline events
-each adds. Event kinds (fixed once released): tcp.syn_unanswered, tcp.refused, tcp.rst,
+each adds. Event kinds (fixed once released): tcp.syn_unanswered, tcp.refused, tcp.rst, tcp.fin,
 tcp.retransmissions, tcp.zero_window, tls.handshake, tls.handshake_failed, tls.alert,
 tls.encrypted_alert, tls.cert_expired, tls.cert_not_yet_valid, tls.client_cert_missing,
 ws.open, ws.upgrade_rejected, ws.subprotocol_mismatch, ws.close, ws.disconnect, dns.error.
@@ -139,6 +139,11 @@ def _tcp_events(ft, g: int, state: str, base: dict, events: Events) -> None:
         events.add(ht[1, T.L_RST], cp, "tcp", "tcp.refused", "error", "RST", hf[1, T.L_RST],
                    {**who, "syn_frame": int(hf[0, T.L_SYN])}, flt)  # fmt: skip
     else:
+        fins = [d for d in (0, 1) if hf[d, T.L_FIN]]
+        if fins:
+            d = min(fins, key=lambda x: hf[x, T.L_FIN])
+            events.add(ht[d, T.L_FIN], cp, "tcp", "tcp.fin", "info", SIDE[d], hf[d, T.L_FIN],
+                       {**who, "from": SIDE[d]}, flt)  # fmt: skip
         for d in (0, 1):
             if hf[d, T.L_RST] and (not hf[1 - d, T.L_RST] or hf[d, T.L_RST] < hf[1 - d, T.L_RST]):
                 events.add(ht[d, T.L_RST], cp, "tcp", "tcp.rst", "warning", SIDE[d],
@@ -218,7 +223,9 @@ def tls_rows(cap, base: dict, events: Events) -> list[dict]:
                     if a.get("probable")
                     else "after ChangeCipherSpec"
                 )
-                events.add(a["ts"], cp, "tls", "tls.encrypted_alert", "warning", None, a["frame"],
+                # after an established handshake this is almost always close_notify
+                sev = "info" if outcome == "established" else "warning"
+                events.add(a["ts"], cp, "tls", "tls.encrypted_alert", sev, None, a["frame"],
                            {**side, "note": f"description hidden: {note}; a key log (--deep) reveals it"}, flt)  # fmt: skip
             else:
                 sev = (
@@ -270,7 +277,9 @@ def ws_rows(cap, base: dict, events: Events) -> tuple[list[dict], list[dict]]:
                 gaps=h.gaps if final else 0, locator=f"frame {ex.frame}",
             )  # fmt: skip
             rows.append(row)
-            _ws_events(ex, cp, flt, events)
+            who = {"client": f"{base['client_ip'][g]}:{base['client_port'][g]}",
+                   "server": f"{base['server_ip'][g]}:{base['server_port'][g]}"}  # fmt: skip
+            _ws_events(ex, cp, flt, events, who)
         if h.ws:
             ver = up.accepted if up else None
             for d, frame, t, text in h.messages:
@@ -282,14 +291,17 @@ def ws_rows(cap, base: dict, events: Events) -> tuple[list[dict], list[dict]]:
                            str(c["code"]) if c["code"] is not None else None, c["frame"],
                            {"from": SIDE[c["from"]], "reason": c["reason"]}, flt)  # fmt: skip
             end_frame, end_ts, how = _ws_end(ft, g, h)
-            if end_frame:
+            # a close handshake with 1000/1001 is an orderly end (its ws.close events say so);
+            # anything else ending an open WebSocket is a disconnect
+            clean = bool(h.close) and h.close["code"] in (1000, 1001)
+            if end_frame and not clean:
                 events.add(end_ts, cp, "websocket", "ws.disconnect", "warning", how, end_frame,
                            {"how": how, "messages": h.counts["c2s"] + h.counts["s2c"]}, flt)  # fmt: skip
     return rows, ocpp
 
 
-def _ws_events(ex, cp, flt, events: Events) -> None:
-    info = {"path": ex.path, "charge_point_id": ex.charge_point_id, "offered": ex.offered,
+def _ws_events(ex, cp, flt, events: Events, who: dict) -> None:
+    info = {**who, "path": ex.path, "charge_point_id": ex.charge_point_id, "offered": ex.offered,
             "accepted": ex.accepted, "status": ex.status, "auth_scheme": ex.auth_scheme,
             "auth_user": ex.auth_user, "host": ex.host}  # fmt: skip
     if ex.status is None or not ex.upgrade:

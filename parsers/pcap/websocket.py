@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
+import zlib
 from urllib.parse import unquote, urlsplit
 
 from forensics.parsers.pcap.stream import Stream
@@ -63,6 +64,8 @@ class WsFlow:
         self.closes: list[dict] = []
         self.gaps = 0
         self.bad_frames = 0
+        self.deflate: list | None = None  # permessage-deflate (RFC 7692): per-side inflaters
+        self.no_takeover = (False, False)
 
     def feed(self, d: int, seq: int, data: bytes, frame: int, ts: int) -> None:
         st = self.streams[d]
@@ -151,6 +154,13 @@ class WsFlow:
                 st.consume(min(length, len(st.buf)))
             if ex.status == 101:
                 self.ws = True
+                ext = h.get("sec-websocket-extensions", "").lower()
+                if "permessage-deflate" in ext:
+                    self.deflate = [zlib.decompressobj(-15), zlib.decompressobj(-15)]
+                    self.no_takeover = (
+                        "client_no_context_takeover" in ext,
+                        "server_no_context_takeover" in ext,
+                    )
 
     # ------------------------------------------------------------ WebSocket frames
 
@@ -159,7 +169,8 @@ class WsFlow:
         while len(buf) >= 2:
             b0, b1 = buf[0], buf[1]
             opcode, fin, masked, n = b0 & 0x0F, b0 & 0x80, b1 & 0x80, b1 & 0x7F
-            if b0 & 0x70 or opcode not in (0, 1, 2, 8, 9, 10):
+            rsv = b0 & (0x30 if self.deflate else 0x70)
+            if rsv or opcode not in (0, 1, 2, 8, 9, 10):
                 self.bad_frames += 1  # lost sync (after a gap): drop what is buffered
                 st.consume(len(buf))
                 return
@@ -183,9 +194,9 @@ class WsFlow:
             if key:
                 payload = unmask(payload, key)
             frame, ts = st.consume(p + n)
-            self._frame(d, opcode, bool(fin), payload, frame, ts)
+            self._frame(d, opcode, bool(fin), bool(b0 & 0x40), payload, frame, ts)
 
-    def _frame(self, d: int, opcode: int, fin: bool, payload: bytes, frame: int, ts: int):
+    def _frame(self, d: int, opcode: int, fin: bool, rsv1: bool, payload: bytes, frame, ts):
         if opcode == 9:
             self.counts["ping"] += 1
             return
@@ -206,16 +217,30 @@ class WsFlow:
             self.frag[d][1].extend(payload)
             if not fin:
                 return
-            opcode, payload = self.frag[d][0], bytes(self.frag[d][1])
+            opcode, payload, rsv1 = self.frag[d][0], bytes(self.frag[d][1]), self.frag[d][2]
             self.frag[d] = None
         elif not fin:
-            self.frag[d] = (opcode, bytearray(payload))
+            self.frag[d] = (opcode, bytearray(payload), rsv1)
             return
+        if rsv1 and self.deflate:
+            payload = self._inflate(d, payload)
         self.counts["c2s" if d == 0 else "s2c"] += 1
         if opcode == 1:
             self.messages.append((d, frame, ts, payload.decode("utf-8", "replace")))
         else:
             self.counts["binary"] += 1
+
+    def _inflate(self, d: int, payload: bytes) -> bytes:
+        """Decompresses one message (RFC 7692 7.2.2: append 00 00 ff ff, raw deflate)."""
+        try:
+            out = self.deflate[d].decompress(payload + b"\x00\x00\xff\xff")
+        except zlib.error:
+            self.bad_frames += 1
+            self.deflate[d] = zlib.decompressobj(-15)
+            return b""
+        if self.no_takeover[d]:
+            self.deflate[d] = zlib.decompressobj(-15)
+        return out
 
     def upgrade(self) -> Exchange | None:
         """The WebSocket upgrade exchange (the last one asking for it)."""
