@@ -12,6 +12,7 @@ import ipaddress
 from dataclasses import dataclass
 
 import numpy as np
+
 from forensics.parsers.pcap.binary import gather_u8, gather_u16, gather_u32
 from forensics.parsers.pcap.reader import Chunk
 

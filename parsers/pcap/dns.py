@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dpkt
 import numpy as np
+
 from forensics.parsers.pcap.decode import PROTO_UDP, Packets, addr_text
 
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 
 import pyarrow as pa
+
 from forensics.parsers.pcap import tcp as T
 from forensics.parsers.pcap.tls import TlsFlow, valid_at
 from forensics.parsers.pcap.websocket import WsFlow

@@ -11,6 +11,7 @@ OCPP code path (`ocpp_frames.store_frames`).
 from __future__ import annotations
 
 import numpy as np
+
 from forensics.parsers.base import Magic, Parser, Sink, Source, register
 from forensics.parsers.pcap import tables
 from forensics.parsers.pcap.decode import decode

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 
 import numpy as np
+
 from forensics.parsers.pcap import resync
 from forensics.parsers.pcap.binary import gather_u32
 from forensics.parsers.pcap.reader import (

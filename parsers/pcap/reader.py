@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from forensics.parsers.pcap import resync
 from forensics.parsers.pcap.binary import gather_u32
 

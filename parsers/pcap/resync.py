@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
 from forensics.parsers.pcap.binary import gather_u32
 
 WINDOW = 1 << 20  # bytes examined per step

@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pyarrow as pa
+
 from forensics.parsers.pcap import events as ev
 from forensics.parsers.pcap.decode import addr_text
 

@@ -11,6 +11,7 @@ State lives in numpy arrays indexed by flow id, so memory grows with flows, not 
 from __future__ import annotations
 
 import numpy as np
+
 from forensics.parsers.pcap.decode import PROTO_TCP, Packets
 
 FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
