@@ -85,7 +85,7 @@ def parse_into_memory(path: Path, name: str | None = None):
 
 @pytest.mark.parametrize("name", sorted(CAPTURES))
 def test_real_captures_count_and_link_types(name):
-    frames, ts, rejects, r = read(raw(name), read_bytes=700)  # small reads: many chunks
+    frames, _ts, rejects, r = read(raw(name), read_bytes=700)  # small reads: many chunks
     n, links = CAPTURES[name]
     assert frames == list(range(1, n + 1))
     assert rejects == []
