@@ -68,8 +68,8 @@ def _wait_started(proc: subprocess.Popen, path: Path) -> None:
     raise RuntimeError("dumpcap did not start within 10 s")
 
 
-def run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=check, capture_output=True, text=True)
+def run(*cmd: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=check, capture_output=True, text=True, input=input)
 
 
 @contextlib.contextmanager

@@ -41,6 +41,7 @@ class Csms:
     subprotocols: tuple[str, ...] = ("ocpp1.6",)
     ssl: ssl.SSLContext | None = None
     heartbeat_interval: int = 60
+    passwords: dict[str, str] = field(default_factory=dict)  # security profile 1/2
 
 
 class CsmsHandler(Cp16):
@@ -72,6 +73,13 @@ async def run_csms(cfg: Csms):
         cp_id = path[len(cfg.prefix) :].strip("/")
         if cp_id not in cfg.known:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "unknown charge point\n")
+        if cp_id in cfg.passwords:
+            import base64
+
+            auth = request.headers.get("Authorization", "")
+            want = base64.b64encode(f"{cp_id}:{cfg.passwords[cp_id]}".encode()).decode()
+            if auth != f"Basic {want}":
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "bad credentials\n")
         return None
 
     async def handler(ws):
@@ -109,6 +117,7 @@ async def charge_point(
     heartbeats: int = 2,
     gap_s: float = 0.2,
     server_hostname: str | None = None,
+    password: str | None = None,
 ) -> str:
     """One charge point session: connect from source_ip, boot, heartbeats, a status; returns
     'ok' or the error text (a failed upgrade or handshake is the point of most samples)."""
@@ -121,6 +130,8 @@ async def charge_point(
             server_hostname=server_hostname if ssl_ctx else None,
             ping_interval=None,
             open_timeout=5,
+            proxy=None,
+            additional_headers=_basic(cp_id, password),
         ) as ws:
             if ws.subprotocol is None:
                 await asyncio.sleep(0.2)  # the CSMS closes with 1002
@@ -141,6 +152,14 @@ async def charge_point(
     except (OSError, websockets.InvalidStatus, websockets.InvalidHandshake, ssl.SSLError,
             websockets.ConnectionClosed, TimeoutError) as exc:  # fmt: skip
         return f"{type(exc).__name__}: {exc}"
+
+
+def _basic(cp_id: str, password: str | None) -> dict:
+    import base64
+
+    if password is None:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(f"{cp_id}:{password}".encode()).decode()}
 
 
 def client_ctx(ca: str | None, max_tls12: bool = True, cert=None, key=None) -> ssl.SSLContext:
@@ -229,3 +248,16 @@ def charge_point_blocking(
         TimeoutError,
     ) as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+def _main(argv: list[str]) -> None:
+    """`python _pcap_ocpp.py cp ID URL SOURCE_IP HEARTBEATS GAP_S`: one charge point run
+    (used inside network namespaces)."""
+    cp_id, url, ip, n, gap = argv[1:6]
+    print(asyncio.run(charge_point(cp_id, url, ip, heartbeats=int(n), gap_s=float(gap))))
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(sys.argv[1:])

@@ -1,6 +1,7 @@
 """Makes the capture sample bundles sample_traces/pcap-<scenario>/ from real stacks.
 
     sudo .venv/bin/python sample_traces/make_pcap_samples.py [scenario ...]
+    .venv/bin/python sample_traces/make_pcap_samples.py --fixtures   # rule fixtures from them
 
 Each scenario runs a real CSMS (ocpp + websockets, TLS from Python's ssl with certificates
 made by _pcap_pki) and real charge points on loopback, each charger from its own source
@@ -22,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _pcap_capture import capture  # noqa: E402
+from _pcap_capture import capture, netns_pair, run  # noqa: E402
 from _pcap_ocpp import (  # noqa: E402
     Csms,
     charge_point,
@@ -128,6 +129,67 @@ async def subprotocol(pki) -> list[str]:
             "CP-6", f"ws://127.0.0.1:{WS_PORT}/ocpp/CP-6", "127.0.0.6", subprotocols=("ocpp2.0.1",)))  # fmt: skip
 
 
+async def basic_auth(pki) -> list[str]:
+    """Security profile 1: CP-4 sends HTTP Basic credentials the CSMS does not hold: 401."""
+    ws = Csms(port=WS_PORT, known={"CP-4"}, passwords={"CP-4": "s3cret-from-backend"})
+    async with run_csms(ws):
+        return await attempts(3, lambda: charge_point(
+            "CP-4", f"ws://127.0.0.1:{WS_PORT}/ocpp/CP-4", "127.0.0.4", password="factory-default"))  # fmt: skip
+
+
+NFT_LOSS = """table inet cfloss {
+  chain out {
+    type filter hook output priority 0;
+    ip saddr 10.231.1.2 tcp dport 47080 numgen random mod 100 < 12 drop
+  }
+  chain in {
+    type filter hook input priority 0;
+    ip daddr 10.231.1.2 tcp sport 47080 numgen random mod 100 < 12 drop
+  }
+}
+"""
+
+
+async def _cp_in_ns(ns: str, cp_id: str, url: str, ip: str, n: int, gap: float) -> str:
+    proc = await asyncio.create_subprocess_exec(
+        "ip", "netns", "exec", ns, sys.executable, str(HERE / "_pcap_ocpp.py"), "cp", cp_id, url, ip,
+        str(n), str(gap), stdout=asyncio.subprocess.PIPE)  # fmt: skip
+    out, _ = await proc.communicate()
+    return out.decode().strip()
+
+
+async def wifi_loss_traffic() -> list[str]:
+    cfg = Csms(host="10.231.1.1", port=WS_PORT, known={"CP-20", "CP-21"}, heartbeat_interval=300)
+    async with run_csms(cfg):
+        return list(await asyncio.gather(
+            _cp_in_ns("cfloss", "CP-20", "ws://10.231.1.1:47080/ocpp/CP-20", "10.231.1.2", 40, 0.05),
+            _cp_in_ns("cfloss", "CP-21", "ws://10.231.1.1:47080/ocpp/CP-21", "10.231.1.3", 40, 0.05),
+        ))  # fmt: skip
+
+
+def wifi_loss(out: Path) -> list[str]:
+    """Two chargers behind one veth in a namespace; nftables drops 12% of CP-20's backend
+    packets at random (this kernel has no netem), as a weak Wi-Fi link would."""
+    with netns_pair("cfloss", "10.231.1.1", "10.231.1.2") as host_if:
+        run(
+            "ip", "netns", "exec", "cfloss", "ip", "addr", "add", "10.231.1.3/24", "dev", "cfloss-n"
+        )
+        run("ip", "netns", "exec", "cfloss", "nft", "-f", "-", input=NFT_LOSS)
+        with capture(out / "capture.pcapng", host_if, f"port {WS_PORT}"):
+            return asyncio.run(wifi_loss_traffic())
+
+
+def unreachable(out: Path) -> list[str]:
+    """CP-30 on a weak cellular link: its SYNs to the backend are never answered (the
+    namespace drops them on arrival), two connection attempts."""
+    with netns_pair("cfsyn", "10.231.2.1", "10.231.2.2") as host_if:
+        rule = "table inet cfsyn {\n chain in {\n  type filter hook input priority 0;\n  tcp dport 47080 drop\n }\n}\n"
+        run("ip", "netns", "exec", "cfsyn", "nft", "-f", "-", input=rule)
+        with capture(out / "capture.pcapng", host_if, f"port {WS_PORT}"):
+            return [asyncio.run(charge_point("CP-30", "ws://10.231.2.2:47080/ocpp/CP-30", "10.231.2.1"))
+                    for _ in range(2)]  # fmt: skip
+
+
 WS_URL = f"ws://{HOST}:{WS_PORT}/ocpp/"
 WSS_URL = f"wss://{HOST}:{WSS_PORT}/ocpp/"
 SCENARIOS = {
@@ -144,6 +206,13 @@ SCENARIOS = {
                   {"status": "cause_found", "verdicts": [{"subject": "CP-3", "channel": "backend", "cause": "ocpp.wrong_url"}]}),
     "identity": (identity, [("CP-5", "depot", "Sample", "AC22", "1.4.2", "ethernet", "", "127.0.0.5", WS_URL, "1.6", "1")],
                  {"status": "cause_found", "verdicts": [{"subject": "CP-5", "channel": "backend", "cause": "ocpp.identity_mismatch"}]}),
+    "basic-auth": (basic_auth, [("CP-4", "depot", "Sample", "AC22", "1.4.2", "ethernet", "", "127.0.0.4", WS_URL, "1.6", "1")],
+                   {"status": "cause_found", "verdicts": [{"subject": "CP-4", "channel": "backend", "cause": "tls.security_profile_mismatch"}]}),
+    "wifi-loss": (wifi_loss, [("CP-20", "school", "Sample", "AC11", "1.4.2", "wifi", "-71", "10.231.1.2", "ws://10.231.1.1:47080/ocpp/", "1.6", "1"),
+                              ("CP-21", "school", "Sample", "AC11", "1.4.2", "ethernet", "", "10.231.1.3", "ws://10.231.1.1:47080/ocpp/", "1.6", "1")],
+                  {"status": "cause_found", "verdicts": [{"subject": "CP-20", "channel": "backend", "cause": "network.wifi_loss"}]}),
+    "unreachable": (unreachable, [("CP-30", "farm", "Sample", "DC50", "2.0.1", "cellular", "-108", "10.231.2.1", "ws://10.231.2.2:47080/ocpp/", "1.6", "1")],
+                    {"status": "cause_found", "verdicts": [{"subject": "CP-30", "channel": "backend", "cause": "network.cellular_signal"}]}),
     "subprotocol": (subprotocol, [("CP-6", "depot", "Sample", "AC22", "3.0.0", "ethernet", "", "127.0.0.6", WS_URL, "2.0.1", "1")],
                     {"status": "cause_found", "verdicts": [{"subject": "CP-6", "channel": "backend", "cause": "ocpp.version_mismatch"}]}),
 }  # fmt: skip
@@ -154,8 +223,11 @@ def make(name: str, pki: dict) -> None:
     out = HERE / f"pcap-{name}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    with capture(out / "capture.pcapng", "lo", BPF):
-        results = asyncio.run(fn(pki))
+    if fn in (wifi_loss, unreachable):  # namespaces: they capture on their own veth
+        results = fn(out)
+    else:
+        with capture(out / "capture.pcapng", "lo", BPF):
+            results = asyncio.run(fn(pki))
     (out / "chargers.csv").write_text(inventory(rows))
     (HERE / f"pcap-{name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     size = (out / "capture.pcapng").stat().st_size
@@ -169,5 +241,36 @@ def main(names: list[str]) -> None:
             make(name, pki)
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:] != ["--fixtures"]:
     main(sys.argv[1:])
+
+
+# rule id -> (pack, fire bundle, charger it must name, silent bundle)
+FIXTURES = {
+    "tls.certificate_expired": ("tls", "cert-expired", "CP-7", "unknown-ca"),
+    "tls.untrusted_backend_certificate": ("tls", "unknown-ca", "CP-8", "cert-expired"),
+    "tls.client_certificate_missing": ("tls", "client-cert", "CP-9", "healthy"),
+    "tls.alert_before_close": ("tls", "cert-expired", "CP-7", "healthy"),
+    "ocpp.wrong_endpoint": ("websocket", "wrong-url", "CP-3", "identity"),
+    "ocpp.identity_rejected": ("websocket", "identity", "CP-5", "wrong-url"),
+    "ocpp.subprotocol_mismatch": ("websocket", "subprotocol", "CP-6", "healthy"),
+    "ocpp.basic_auth_refused": ("websocket", "basic-auth", "CP-4", "identity"),
+    "network.retransmission_rate": ("network", "wifi-loss", "CP-20", "healthy"),
+    "network.syn_unanswered": ("network", "unreachable", "CP-30", "wrong-url"),
+}
+
+
+def fixtures() -> None:
+    """Copies sample bundles into the rules' fire/silent fixture folders (a near miss as
+    the silent case where one exists)."""
+    root = HERE.parent / "queries"
+    for rule_id, (pack, fire, cp, silent) in FIXTURES.items():
+        base = root / pack / "fixtures" / rule_id
+        shutil.rmtree(base, ignore_errors=True)
+        for case, bundle in (("fire", fire), ("silent", silent)):
+            shutil.copytree(HERE / f"pcap-{bundle}", base / case)
+        (base / "fire" / "expect.toml").write_text(f'chargers = ["{cp}"]\n')
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--fixtures"]:
+    fixtures()

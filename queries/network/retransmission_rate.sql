@@ -20,8 +20,10 @@ WITH per AS (
   GROUP BY charger_id
 ),
 rated AS (
+  -- the rest of the fleet in this case, without the charger itself
   SELECT *, retr / pkts AS rate,
-         median(retr / pkts) OVER () AS fleet_rate, count(*) OVER () AS fleet_n
+         (sum(retr) OVER () - retr) / nullif(sum(pkts) OVER () - pkts, 0) AS fleet_rate,
+         count(*) OVER () AS fleet_n
   FROM per WHERE pkts >= $min_packets
 ),
 ev AS (
@@ -35,7 +37,7 @@ SELECT r.charger_id, r.t0 AS ts_start, r.t1 AS ts_end,
                   - CASE WHEN r.fleet_n > 1 AND r.rate < $fleet_factor * r.fleet_rate THEN 0.3 ELSE 0 END
                   - CASE WHEN c.connectivity IS NULL THEN 0.15 ELSE 0 END) AS score,
        round(100 * r.rate, 1) || '% of ' || r.pkts || ' packets retransmitted'
-         || CASE WHEN r.fleet_n > 1 THEN ' (fleet median ' || round(100 * r.fleet_rate, 1) || '%)' ELSE '' END
+         || CASE WHEN r.fleet_n > 1 THEN ' (rest of the fleet ' || round(100 * r.fleet_rate, 1) || '%)' ELSE '' END
          || coalesce(', handshake RTT median ' || round(r.rtt_med, 1) || ' ms, spread ' || round(r.rtt_sd, 1) || ' ms', '')
          || coalesce(' on ' || c.connectivity, '')
          || coalesce(' at ' || c.signal_dbm || ' dBm', '') AS summary,
