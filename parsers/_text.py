@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from forensics.parsers.base import Source
 
@@ -10,19 +11,80 @@ from forensics.parsers.base import Source
 HAS_OFFSET_RE = r"(Z|z|[+-]\d\d:?\d\d)$"
 
 
-def line_batches(src: Source, skip_blank: bool = True):
+def line_batches(src: Source, chunk_bytes: int = 16 << 20):
     """Yields Arrow tables (line BIGINT, text VARCHAR) of the file, 1-based line numbers.
 
-    Blank lines are dropped (not records). Chunks are ~16 MiB of text, so memory stays flat.
+    Empty lines are dropped (not records). Valid UTF-8 chunks are split by Arrow in C++
+    without making Python strings; a chunk with invalid bytes (or a UTF-16 file) takes the
+    slower Source.lines() path, which decodes with replacement and notes it. Memory stays
+    at about two chunks.
     """
-    for first, parts in src.lines():
-        numbers = pa.array(range(first, first + len(parts)), pa.int64())
-        table = pa.table({"line": numbers, "text": pa.array(parts, pa.string())})
-        if skip_blank:
-            import pyarrow.compute as pc
+    with src.open() as fh:
+        head = fh.read(2)
+    if head in (b"\xff\xfe", b"\xfe\xff"):
+        yield from _python_batches(src)
+        return
+    line_no = 1
+    pending = b""
+    with src.open() as fh:
+        while True:
+            chunk = fh.read(chunk_bytes)
+            data = pending + chunk
+            if not data:
+                break
+            if chunk:
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    pending = data
+                    continue
+                pending, data = data[cut + 1 :], data[:cut]
+            else:
+                pending = b""
+            if line_no == 1 and data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]
+            try:
+                text = pa.array([data], pa.large_binary()).cast(pa.large_string())
+            except pa.ArrowInvalid:
+                lines = _decode_lines(src, data, line_no)
+            else:
+                lines = pc.list_flatten(pc.split_pattern(text, "\n"))
+                if data.find(b"\r") >= 0:
+                    lines = pc.utf8_rtrim(lines, "\r")
+            n = len(lines)
+            table = pa.table(
+                {"line": pa.array(range(line_no, line_no + n), pa.int64()), "text": lines}
+            )
+            line_no += n
+            table = table.filter(pc.greater(pc.utf8_length(table["text"]), 0))
+            if table.num_rows:
+                yield table
 
-            keep = pc.greater(pc.utf8_length(pc.utf8_trim_whitespace(table["text"])), 0)
-            table = table.filter(keep)
+
+def _decode_lines(src: Source, data: bytes, first: int) -> pa.Array:
+    """Lines of a chunk that is not valid UTF-8, decoded with replacement and noted."""
+    out = []
+    bad = []
+    for i, raw in enumerate(data.split(b"\n")):
+        try:
+            out.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError:
+            out.append(raw.decode("utf-8", errors="replace").rstrip("\r"))
+            bad.append(first + i)
+    src.notes.append(
+        f"{len(bad)} line(s) not UTF-8, read with replacement characters (first at line {bad[0]})"
+    )
+    return pa.array(out, pa.large_string())
+
+
+def _python_batches(src: Source):
+    for first, parts in src.lines():
+        table = pa.table(
+            {
+                "line": pa.array(range(first, first + len(parts)), pa.int64()),
+                "text": pa.array(parts, pa.large_string()),
+            }
+        )
+        table = table.filter(pc.greater(pc.utf8_length(table["text"]), 0))
         if table.num_rows:
             yield table
 
@@ -37,12 +99,12 @@ def utc_sql(expr: str, tz_param: str = "$tz") -> str:
     e = f"trim({expr})"
     return f"""(CASE
         WHEN {e} IS NULL THEN NULL
+        WHEN regexp_matches({e}, '{HAS_OFFSET_RE}')
+            THEN TRY_CAST(replace({e}, ',', '.') AS TIMESTAMPTZ)::TIMESTAMP
         WHEN regexp_matches({e}, '^\\d{{9,10}}(\\.\\d+)?$')
             THEN to_timestamp(TRY_CAST({e} AS DOUBLE))::TIMESTAMP
         WHEN regexp_matches({e}, '^\\d{{12,13}}$')
             THEN to_timestamp(TRY_CAST({e} AS DOUBLE) / 1000.0)::TIMESTAMP
-        WHEN regexp_matches({e}, '{HAS_OFFSET_RE}')
-            THEN TRY_CAST(replace({e}, ',', '.') AS TIMESTAMPTZ)::TIMESTAMP
         WHEN {tz_param} IS NULL THEN TRY_CAST(replace({e}, ',', '.') AS TIMESTAMP)
         ELSE timezone({tz_param}, TRY_CAST(replace({e}, ',', '.') AS TIMESTAMP))::TIMESTAMP
     END)"""

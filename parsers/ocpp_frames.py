@@ -29,11 +29,7 @@ def store_frames(src: Source, sink: Sink, table: pa.Table) -> None:
     ('cp_to_csms'|'csms_to_cp'|NULL to infer), frame (OCPP-J array text), locator, line
     (int64), optionally ocpp_version ('1.6'|'2.0.1')."""
     con = sink.con
-    con.execute(
-        f"""CREATE TEMP TABLE IF NOT EXISTS {STAGE} (
-            seq BIGINT, ts TIMESTAMP, charger_id VARCHAR, direction VARCHAR, frame VARCHAR,
-            locator VARCHAR, line BIGINT, ocpp_version VARCHAR)"""
-    )
+    _create_stage(con)
     if "ocpp_version" not in table.column_names:
         table = table.append_column("ocpp_version", pa.nulls(table.num_rows, pa.string()))
     start = con.execute(f"SELECT count(*) FROM {STAGE}").fetchone()[0]
@@ -45,6 +41,28 @@ def store_frames(src: Source, sink: Sink, table: pa.Table) -> None:
                 FROM _frames_in""",
             {"start": start},
         )
+
+
+def store_frames_sql(sink: Sink, query: str, params: dict | None = None) -> None:
+    """Like store_frames, for frames already in DuckDB: `query` selects the same columns
+    (ts, charger_id, direction, frame, locator, line) and no Arrow round trip is made."""
+    con = sink.con
+    _create_stage(con)
+    start = con.execute(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
+    con.execute(
+        f"""INSERT INTO {STAGE}
+            SELECT $start + row_number() OVER () - 1, ts, nullif(charger_id, ''), direction,
+                   frame, locator, line, NULL FROM ({query})""",
+        {**(params or {}), "start": start},
+    )
+
+
+def _create_stage(con) -> None:
+    con.execute(
+        f"""CREATE TEMP TABLE IF NOT EXISTS {STAGE} (
+            seq BIGINT, ts TIMESTAMP, charger_id VARCHAR, direction VARCHAR, frame VARCHAR,
+            locator VARCHAR, line BIGINT, ocpp_version VARCHAR)"""
+    )
 
 
 def close_frames(src: Source, sink: Sink) -> int:
@@ -133,9 +151,8 @@ def normalise_version(text: str | None) -> str | None:
 
 def _validate(con) -> None:
     keys = con.execute(
-        f"""SELECT DISTINCT version, action, message_type = 3 AS response,
-                   {schemas.canonical_sql("payload::VARCHAR")} AS canon
-            FROM _ocpp_final WHERE message_type IN (2, 3) AND action IS NOT NULL"""
+        """SELECT DISTINCT version, action, message_type = 3 AS response, canon
+           FROM _ocpp_final WHERE message_type IN (2, 3) AND action IS NOT NULL"""
     ).fetchall()
     results = {"version": [], "action": [], "response": [], "canon": [], "valid": [], "err": []}
     used = []
@@ -169,30 +186,29 @@ def _validate(con) -> None:
 
 _SHAPE = """
   CASE
-    WHEN frame IS NULL OR NOT json_valid(frame) THEN 'ocpp.not_json'
-    WHEN json_type(frame::JSON) <> 'ARRAY' THEN 'ocpp.not_array'
+    WHEN x IS NULL THEN 'ocpp.not_json'
+    WHEN x[1] IS NULL THEN 'ocpp.not_array'
     WHEN mt IS NULL OR mt NOT IN (2, 3, 4) THEN 'ocpp.bad_message_type'
-    WHEN json_type(frame::JSON, '$[1]') IS DISTINCT FROM 'VARCHAR' THEN 'ocpp.bad_frame'
-    WHEN mt = 2 AND NOT (n = 4 AND json_type(frame::JSON, '$[2]') = 'VARCHAR'
-                         AND json_type(frame::JSON, '$[3]') = 'OBJECT') THEN 'ocpp.bad_frame'
-    WHEN mt = 3 AND NOT (n = 3 AND json_type(frame::JSON, '$[2]') = 'OBJECT') THEN 'ocpp.bad_frame'
-    WHEN mt = 4 AND NOT (n = 5 AND json_type(frame::JSON, '$[2]') = 'VARCHAR'
-                         AND json_type(frame::JSON, '$[3]') = 'VARCHAR'
-                         AND json_type(frame::JSON, '$[4]') = 'OBJECT') THEN 'ocpp.bad_frame'
+    WHEN json_type(x[2]) IS DISTINCT FROM 'VARCHAR' THEN 'ocpp.bad_frame'
+    WHEN mt = 2 AND NOT (n = 4 AND json_type(x[3]) = 'VARCHAR' AND json_type(x[4]) = 'OBJECT')
+      THEN 'ocpp.bad_frame'
+    WHEN mt = 3 AND NOT (n = 3 AND json_type(x[3]) = 'OBJECT') THEN 'ocpp.bad_frame'
+    WHEN mt = 4 AND NOT (n = 5 AND json_type(x[3]) = 'VARCHAR' AND json_type(x[4]) = 'VARCHAR'
+                         AND json_type(x[5]) = 'OBJECT') THEN 'ocpp.bad_frame'
     WHEN ts IS NULL THEN 'ocpp.bad_timestamp'
     WHEN charger_id IS NULL THEN 'ocpp.no_charger'
   END"""
 
+# The frame text is parsed once: all six positions in one multi-path extraction (a sixth
+# element means too many), then only the small elements are looked at.
 _PARSE_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _ocpp_parsed AS
 WITH t AS (
-  SELECT *,
-    CASE WHEN json_valid(frame) THEN CASE WHEN json_type(frame::JSON) = 'ARRAY'
-         THEN TRY_CAST(json_extract(frame, '$[0]') AS INTEGER) END END AS mt,
-    CASE WHEN json_valid(frame) THEN CASE WHEN json_type(frame::JSON) = 'ARRAY'
-         THEN json_array_length(frame) END END AS n
+  SELECT *, try(json_extract(frame, ['$[0]', '$[1]', '$[2]', '$[3]', '$[4]', '$[5]'])) AS x
   FROM {STAGE}
-), c AS (SELECT *, {_SHAPE} AS reject FROM t)
+), u AS (
+  SELECT *, TRY_CAST(x[1] AS INTEGER) AS mt, len(list_filter(x, lambda e: e IS NOT NULL)) AS n FROM t
+), c AS (SELECT *, {_SHAPE} AS reject FROM u)
 SELECT seq, ts, charger_id, direction, frame, locator, line, ocpp_version, reject,
   CASE reject
     WHEN 'ocpp.bad_message_type' THEN 'message type must be 2, 3 or 4'
@@ -200,13 +216,12 @@ SELECT seq, ts, charger_id, direction, frame, locator, line, ocpp_version, rejec
     WHEN 'ocpp.no_charger' THEN 'no charge point id; set [defaults] charger_id in manifest.toml'
     ELSE NULL END AS reject_detail,
   CASE WHEN reject IS NULL THEN mt END AS message_type,
-  CASE WHEN reject IS NULL THEN json_extract_string(frame, '$[1]') END AS unique_id,
-  CASE WHEN reject IS NULL AND mt = 2 THEN json_extract_string(frame, '$[2]') END AS action,
-  CASE WHEN reject IS NULL THEN CASE mt WHEN 2 THEN json_extract(frame, '$[3]')
-                                         WHEN 3 THEN json_extract(frame, '$[2]')
-                                         ELSE json_extract(frame, '$[4]') END END AS payload,
-  CASE WHEN reject IS NULL AND mt = 4 THEN json_extract_string(frame, '$[2]') END AS error_code,
-  CASE WHEN reject IS NULL AND mt = 4 THEN json_extract_string(frame, '$[3]') END AS error_description
+  CASE WHEN reject IS NULL THEN x[2] ->> '$' END AS unique_id,
+  CASE WHEN reject IS NULL AND mt = 2 THEN x[3] ->> '$' END AS action,
+  CASE WHEN reject IS NULL THEN CASE mt WHEN 2 THEN x[4] WHEN 3 THEN x[3] ELSE x[5] END END
+    AS payload,
+  CASE WHEN reject IS NULL AND mt = 4 THEN x[3] ->> '$' END AS error_code,
+  CASE WHEN reject IS NULL AND mt = 4 THEN x[4] ->> '$' END AS error_description
 FROM c
 """
 
@@ -233,15 +248,21 @@ first_pair AS (SELECT * FROM pairs QUALIFY row_number() OVER (PARTITION BY c_seq
 SELECT g.seq, g.ts, g.charger_id, g.message_type, g.unique_id,
        coalesce(g.action, pr.action) AS action, g.payload, g.error_code, g.error_description,
        g.version, g.locator, g.line,
+       -- fields the events need, read once here: status, connector, StatusNotification error
+       json_extract_string(g.payload, ['$.status', '$.connectorStatus', '$.connectorId',
+                                       '$.errorCode']) AS pf,
+       CASE WHEN g.message_type IN (2, 3) THEN $canon END AS canon,
        coalesce(g.dir, CASE pr.call_dir WHEN 'cp_to_csms' THEN 'csms_to_cp'
                                         WHEN 'csms_to_cp' THEN 'cp_to_csms' END) AS direction,
        fp.ms AS response_ms
 FROM g
 LEFT JOIN pairs pr ON pr.r_seq = g.seq
 LEFT JOIN first_pair fp ON fp.c_seq = g.seq
-""".replace("$cp", "[" + ",".join(f"'{a}'" for a in sorted(schemas.CP_INITIATED)) + "]")
+""".replace("$cp", "[" + ",".join(f"'{a}'" for a in sorted(schemas.CP_INITIATED)) + "]").replace(
+    "$canon", schemas.canonical_sql("g.payload::VARCHAR")
+)
 
-_INSERT_SQL = f"""
+_INSERT_SQL = """
 INSERT INTO ocpp_messages BY NAME
 SELECT f.ts, f.charger_id, f.direction, f.message_type, f.unique_id, f.action, f.payload,
        f.error_code, f.error_description,
@@ -251,55 +272,53 @@ SELECT f.ts, f.charger_id, f.direction, f.message_type, f.unique_id, f.action, f
 FROM _ocpp_final f
 LEFT JOIN _ocpp_valid v
   ON v.version IS NOT DISTINCT FROM f.version AND v.action = f.action
- AND v.response = (f.message_type = 3)
- AND v.canon = {schemas.canonical_sql("f.payload::VARCHAR")}
- AND f.message_type IN (2, 3)
+ AND v.response = (f.message_type = 3) AND v.canon = f.canon
 ORDER BY f.seq
 """
 
+# One event per message, with the most specific kind; pf = [status, connectorStatus,
+# connectorId, errorCode] read from the payload once in _ocpp_final.
 _EVENTS_SQL = """
 INSERT INTO events BY NAME
-SELECT m.ts, m.charger_id,
-  TRY_CAST(json_extract_string(m.payload, '$.connectorId') AS INTEGER) AS connector_id,
+WITH m AS (
+  SELECT *, coalesce(pf[1], pf[2]) AS status,
+         action = 'StatusNotification' AND coalesce(pf[1], pf[2]) = 'Faulted' AS faulted
+  FROM _ocpp_final
+)
+SELECT m.ts, m.charger_id, TRY_CAST(m.pf[3] AS INTEGER) AS connector_id,
   'backend' AS channel, 'ocpp' AS layer,
   CASE
     WHEN m.message_type = 4 THEN 'ocpp.callerror'
     WHEN m.message_type = 2 AND m.action = 'BootNotification' THEN 'ocpp.boot'
     WHEN m.message_type = 3 AND m.action = 'BootNotification' THEN
-      CASE json_extract_string(m.payload, '$.status')
-        WHEN 'Accepted' THEN 'ocpp.boot_accepted' WHEN 'Pending' THEN 'ocpp.boot_pending'
-        WHEN 'Rejected' THEN 'ocpp.boot_rejected' ELSE 'ocpp.result' END
-    WHEN m.message_type = 2 AND m.action = 'StatusNotification'
-         AND (json_extract_string(m.payload, '$.status') = 'Faulted'
-              OR json_extract_string(m.payload, '$.connectorStatus') = 'Faulted')
-      THEN 'ocpp.status_fault'
+      CASE m.status WHEN 'Accepted' THEN 'ocpp.boot_accepted'
+                    WHEN 'Pending' THEN 'ocpp.boot_pending'
+                    WHEN 'Rejected' THEN 'ocpp.boot_rejected' ELSE 'ocpp.result' END
+    WHEN m.message_type = 2 AND m.faulted THEN 'ocpp.status_fault'
     WHEN m.message_type = 2 THEN 'ocpp.call'
     ELSE 'ocpp.result' END AS kind,
   CASE
     WHEN m.message_type = 4 THEN 'error'
-    WHEN m.message_type = 3 AND m.action = 'BootNotification'
-         AND json_extract_string(m.payload, '$.status') = 'Rejected' THEN 'error'
-    WHEN m.message_type = 3 AND m.action = 'BootNotification'
-         AND json_extract_string(m.payload, '$.status') = 'Pending' THEN 'warning'
-    WHEN m.action = 'StatusNotification'
-         AND (json_extract_string(m.payload, '$.status') = 'Faulted'
-              OR json_extract_string(m.payload, '$.connectorStatus') = 'Faulted') THEN 'warning'
+    WHEN m.message_type = 3 AND m.action = 'BootNotification' AND m.status = 'Rejected'
+      THEN 'error'
+    WHEN m.message_type = 3 AND m.action = 'BootNotification' AND m.status = 'Pending'
+      THEN 'warning'
+    WHEN m.message_type = 2 AND m.faulted THEN 'warning'
     ELSE 'info' END AS severity,
   CASE WHEN m.message_type = 4 THEN m.error_code
-       WHEN m.action = 'StatusNotification' THEN json_extract_string(m.payload, '$.errorCode')
-       WHEN m.message_type = 3 AND m.action = 'BootNotification'
-         THEN json_extract_string(m.payload, '$.status')
+       WHEN m.action = 'StatusNotification' AND m.message_type = 2 THEN m.pf[4]
+       WHEN m.message_type = 3 AND m.action = 'BootNotification' THEN m.status
        ELSE m.action END AS code,
   json_object('action', m.action, 'unique_id', m.unique_id, 'direction', m.direction,
               'response_ms', m.response_ms) AS detail,
-  m.file_id, m.locator
-FROM ocpp_messages m WHERE m.file_id = $fid
+  $fid AS file_id, m.locator
+FROM m
 UNION ALL
-SELECT m.ts, m.charger_id, NULL, 'backend', 'ocpp', 'ocpp.schema_violation', 'warning',
-  coalesce(m.action, 'unknown'),
-  json_object('action', m.action, 'error', m.schema_error, 'unique_id', m.unique_id),
-  m.file_id, m.locator
-FROM ocpp_messages m WHERE m.file_id = $fid AND m.schema_valid = false
+SELECT o.ts, o.charger_id, NULL, 'backend', 'ocpp', 'ocpp.schema_violation', 'warning',
+  coalesce(o.action, 'unknown'),
+  json_object('action', o.action, 'error', o.schema_error, 'unique_id', o.unique_id),
+  o.file_id, o.locator
+FROM ocpp_messages o WHERE o.file_id = $fid AND o.schema_valid = false
 ORDER BY 1
 """
 

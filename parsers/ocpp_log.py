@@ -18,11 +18,10 @@ from forensics.parsers.base import (
     Reject,
     Sink,
     Source,
-    arrow,
     register,
     registered,
 )
-from forensics.parsers.ocpp_frames import store_frames
+from forensics.parsers.ocpp_frames import store_frames_sql
 
 LIFECYCLE = {
     "connected": ("ws.connect", "websocket", "info"),
@@ -40,24 +39,19 @@ def _case(index: int) -> str:
     )
 
 
+# One JSON parse per line: try() turns malformed JSON into NULL, and the multi-path
+# extraction reads every field in the same pass.
 _SPLIT_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _jsonl AS
-WITH raw AS (
+WITH x AS (
   SELECT line, text,
-    CASE WHEN json_valid(text) THEN json_type(text::JSON) = 'OBJECT' ELSE false END AS ok
-  FROM _lines
+    try(json_extract_string(text, ['$.ts', '$.charger_id', '$.chargeBoxId', '$.direction',
+                                   '$.frame', '$.event', '$.code', '$.reason'])) AS f
+  FROM _lines WHERE trim(text) <> ''
 ), f AS (
-  SELECT line, text, ok,
-    CASE WHEN ok THEN json_extract_string(text, '$.ts') END AS ts_s,
-    CASE WHEN ok THEN coalesce(json_extract_string(text, '$.charger_id'),
-                               json_extract_string(text, '$.chargeBoxId'), $cp) END AS charger_id,
-    CASE WHEN ok THEN json_extract_string(text, '$.direction') END AS direction,
-    CASE WHEN ok AND json_exists(text, '$.frame')
-         THEN json_extract(text, '$.frame')::VARCHAR END AS frame,
-    CASE WHEN ok THEN lower(json_extract_string(text, '$.event')) END AS ev,
-    CASE WHEN ok THEN json_extract_string(text, '$.code') END AS code,
-    CASE WHEN ok THEN json_extract_string(text, '$.reason') END AS reason
-  FROM raw
+  SELECT line, text, f IS NOT NULL AS ok, f[1] AS ts_s, coalesce(f[2], f[3], $cp) AS charger_id,
+         f[4] AS direction, f[5] AS frame, lower(f[6]) AS ev, f[7] AS code, f[8] AS reason
+  FROM x
 )
 SELECT *, {utc_sql("ts_s")} AS ts,
   CASE WHEN NOT ok THEN 'jsonl.not_json'
@@ -89,15 +83,14 @@ class OcppJsonl(Parser):
                                       WHEN 'jsonl.unknown_event' THEN 'event ' || ev END
                    FROM _jsonl WHERE reject IS NOT NULL ORDER BY line"""
             ).fetchall()
-            frames = arrow(
-                con,
+            store_frames_sql(
+                sink,
                 """SELECT ts, charger_id,
                           CASE WHEN direction IN ('cp_to_csms', 'csms_to_cp') THEN direction END
                             AS direction,
                           frame, 'line ' || line AS locator, line
                    FROM _jsonl WHERE reject IS NULL AND frame IS NOT NULL ORDER BY line""",
             )
-            store_frames(src, sink, frames)
             src.accepted(self._lifecycle(src, sink))
             _extend(src, bad)
         con.execute("DROP TABLE IF EXISTS _jsonl")
