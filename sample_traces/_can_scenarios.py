@@ -33,6 +33,7 @@ def bus_traffic(duration_s: float, silent: dict[int, tuple[float, float]] | None
     Status frames every `period_s`; heartbeats every 10 periods."""
     silent = silent or {}
     msgs = []
+    was_silent = dict.fromkeys(range(1, modules + 1), False)
     steps = round(duration_s / period_s)
     for k in range(steps):
         t = t0 + k * period_s
@@ -40,20 +41,15 @@ def bus_traffic(duration_s: float, silent: dict[int, tuple[float, float]] | None
         for n in range(1, modules + 1):
             off = silent.get(n)
             if off and off[0] <= k * period_s < off[1]:
+                was_silent[n] = True
                 continue
             volt = 4000 + 10 * n + (k % 7)
-            msgs.append(
-                _frame(
-                    t + 0.002 * n + 0.002,
-                    0x180 + n,
-                    volt.to_bytes(2, "little") + bytes([n, 0, 0x55, 0, 0, k & 0xFF]),
-                )
-            )
-            if k % 10 == n:
-                first_back = off and abs(k * period_s - off[1]) < 1.5 * period_s
-                msgs.append(
-                    _frame(t + 0.05 + 0.002 * n, 0x700 + n, bytes([0x00 if first_back else 0x05]))
-                )
+            payload = volt.to_bytes(2, "little") + bytes([n, 0, 0x55, 0, 0, k & 0xFF])
+            msgs.append(_frame(t + 0.002 * n + 0.002, 0x180 + n, payload))
+            if k % 10 == n:  # heartbeat; NMT boot-up (0x00) first after a silence
+                state = 0x00 if was_silent[n] else 0x05
+                was_silent[n] = False
+                msgs.append(_frame(t + period_s / 2 + 0.002 * n, 0x700 + n, bytes([state])))
     return msgs
 
 

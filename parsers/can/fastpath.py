@@ -22,7 +22,7 @@ CHUNK_BYTES = 32 << 20
 # can-utils' canonical form of a classic data frame (uppercase hex, 6-digit microseconds);
 # python-can appends ' R' / ' T'.
 _CANDUMP_FAST = (
-    r"^\((\d+)\.(\d{6})\) (\S+) ([0-9A-F]{3}|[0-9A-F]{8})#((?:[0-9A-F]{2}){0,8})(?: ([RT]))?$"
+    r"^\(([0-9]+)\.([0-9]{6})\) (\S+) ([0-9A-F]{3}|[0-9A-F]{8})#((?:[0-9A-F]{2}){0,8})(?: ([RT]))?$"
 )
 
 

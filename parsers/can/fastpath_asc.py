@@ -17,7 +17,7 @@ from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.frames import EXT, TX
 
 _ASC_FAST = (
-    r"^\s*(\d+)\.(\d{1,9})\s+(\d+)\s+([0-9A-Fa-f]{1,8})(x?)\s+(Rx|Tx)\s+d\s+([0-8])"
+    r"^\s*([0-9]+)\.([0-9]{1,9})\s+([0-9]+)\s+([0-9A-Fa-f]{1,8})(x?)\s+(Rx|Tx)\s+d\s+([0-8])"
     r"((?:\s+[0-9A-Fa-f]{2}){0,8})(?:\s+[^\s0-9A-Fa-f].*)?\s*$"
 )
 _BASE = re.compile(rb"^\s*base\s+(hex|dec)(?:\s+timestamps\s+(absolute|relative))?", re.I | re.M)
