@@ -90,7 +90,7 @@ def test_junk_between_objects_resyncs(tmp_path, ingest_files):
 def test_header_time_in_manifest_timezone(tmp_path, ingest_files):
     path = tmp_path / "a.blf"
     _blf(path, n=1)
-    report, con = ingest_files(
+    _report, con = ingest_files(
         {"t.blf": path.read_bytes(), "manifest.toml": "[case]\ntimezone = 'Europe/Berlin'\n"}
     )
     # python-can writes the header in UTC; read as Berlin local time it is two hours early

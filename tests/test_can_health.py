@@ -99,7 +99,7 @@ def test_manifest_module_map(ingest_files):
 
 def test_dbc_signals_and_firmware_versions(ingest_files):
     fw = {1: (2, 4, 0), 2: (2, 4, 0), 3: (2, 3, 1), 4: (2, 4, 0)}
-    report, con = ingest_files(
+    _report, con = ingest_files(
         {"c.dbc": sc.VERSION_DBC, "can0.log": _log(sc.versions(20, fw))}, charger_id="CP-4"
     )
     assert rows(con, "SELECT parser, records_parsed FROM evidence WHERE path = 'c.dbc'") == [
@@ -123,5 +123,5 @@ def test_dbc_signals_and_firmware_versions(ingest_files):
 
 def test_broken_dbc_is_a_reject(ingest_files):
     text = 'VERSION ""\nBO_ 12 M: x A\n SG_ S : 0|8@1+ (1,0) [0|1] "" A\nBU_: A\n'
-    report, con = ingest_files({"c.dbc": text})
+    _report, con = ingest_files({"c.dbc": text})
     assert rows(con, "SELECT locator, reason FROM rejects") == [("line 2", "dbc.unreadable")]
