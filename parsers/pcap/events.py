@@ -150,7 +150,7 @@ def _tcp_events(ft, g: int, state: str, base: dict, events: Events) -> None:
                 events.add(ht[d, T.L_RST], cp, "tcp", "tcp.rst", "warning", SIDE[d],
                            hf[d, T.L_RST], {**who, "from": SIDE[d]}, flt)  # fmt: skip
     retr = int(ft.retrans[g].sum())
-    if retr >= RETRANS_EVENT_MIN:
+    if retr >= RETRANS_EVENT_MIN and state == "established":  # SYN retries: said above
         d = (
             0
             if hf[0, T.L_RETR] and (not hf[1, T.L_RETR] or hf[0, T.L_RETR] < hf[1, T.L_RETR])
