@@ -69,7 +69,7 @@ def test_tcp_states_and_history(cases):
     rows = con.execute("SELECT state, syn_retries, history FROM tcp_flows").fetchall()
     assert [r[0] for r in rows] == ["syn_unanswered"] * 2
     assert all(r[1] >= 1 and r[2] == "ST" for r in rows)  # SYN retried (T, as Wireshark flags it)
-    kinds = con.execute("SELECT kind, locator FROM events ORDER BY event_id").fetchall()
+    kinds = con.execute("SELECT kind, locator FROM events ORDER BY ts").fetchall()
     assert [k for k, _ in kinds] == ["tcp.syn_unanswered"] * 2
     assert kinds[0][1] == "frame 1"
 
