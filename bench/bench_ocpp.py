@@ -40,7 +40,7 @@ def generate(path: Path, lines: int, chargers: int = 500, seed: int = 7) -> None
             cp = f"CP-{rng.randrange(chargers):04d}"
             uid += 1
             stamp = ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-            reply = (ts + timedelta(milliseconds=rng.randrange(40, 400)))
+            reply = ts + timedelta(milliseconds=rng.randrange(40, 400))
             rstamp = reply.strftime("%Y-%m-%dT%H:%M:%S.") + f"{reply.microsecond // 1000:03d}Z"
             r = rng.random()
             if r < 0.45:

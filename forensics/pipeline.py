@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from forensics import derive, ingest, rules, store, verdict
+from forensics import derive, ingest, report_html, rules, store, verdict
 from forensics.render import markdown
 
 
@@ -63,9 +63,10 @@ def triage(
         derive.run(con)
         runs, _errors = analyze(con, rule_dirs)
         doc = verdict.build(con, case_id, ", ".join(p.name for p in inputs))
+        write_outputs(doc, out_dir)
+        report_html.write(con, doc, out_dir / "report.html")
     finally:
         con.close()
-    write_outputs(doc, out_dir)
     return TriageResult(doc, out_dir, case_path, report, runs)
 
 
