@@ -209,7 +209,9 @@ def tls_rows(cap, base: dict, events: Events) -> list[dict]:
             locator=f"frame {h.frame}",
         )  # fmt: skip
         rows.append(row)
-        info = {"sni": h.sni, "version": h.version, "history": row["history"], "outcome": outcome}
+        info = {"client": f"{row['client_ip']}:{row['client_port']}",
+                "server": f"{row['server_ip']}:{row['server_port']}",
+                "sni": h.sni, "version": h.version, "history": row["history"], "outcome": outcome}  # fmt: skip
         if outcome == "established":
             events.add(h.ts, cp, "tls", "tls.handshake", "info", h.version, h.frame, info, flt)
         else:
@@ -243,7 +245,7 @@ def tls_rows(cap, base: dict, events: Events) -> list[dict]:
                 else "tls.cert_not_yet_valid"
             )
             events.add(h.cert_ts, cp, "tls", kind, "error", f"not_after={leaf['not_after'].isoformat()}",
-                       h.cert_frame, {"subject": leaf["subject"], "issuer": leaf["issuer"], "serial": leaf["serial"],
+                       h.cert_frame, {"client": info["client"], "server": info["server"], "subject": leaf["subject"], "issuer": leaf["issuer"], "serial": leaf["serial"],
                                       "not_before": leaf["not_before"], "not_after": leaf["not_after"]}, flt)  # fmt: skip
         if h.cert_requested and not h.client_cert_sent:
             events.add(h.ts, cp, "tls", "tls.client_cert_missing", "error",
