@@ -17,7 +17,7 @@ import zlib
 from collections import Counter
 
 from forensics.parsers.base import Magic, Parser, Sink, Source, register
-from forensics.parsers.can import timebase
+from forensics.parsers.can import blf_fast, timebase
 from forensics.parsers.can.errorclass import ErrorInfo, decode_sja1000_ecc, state_from_counters
 from forensics.parsers.can.frames import BRS, ERR, ESI, EXT, FD, RTR, TX, CanWriter
 from forensics.parsers.can.schema import TABLES
@@ -47,6 +47,8 @@ class BlfReader:
     def __init__(self, src: Source, w: CanWriter):
         self.src, self.w = src, w
         self.obj_no = 0
+        self.obj_no_override: int | None = None  # set by the vectorised path
+        self.fast = bool((src.context.extra or {}).get("can_fast", True))
         self.skipped: Counter[int] = Counter()
 
     def run(self) -> None:
@@ -130,7 +132,8 @@ class BlfReader:
                 )
                 tail = b""
                 continue
-            tail = self._inner(tail + payload, here)
+            rest = blf_fast.decode(self, tail + payload, here) if self.fast else None
+            tail = self._inner(tail + payload, here) if rest is None else rest
         if tail.strip(b"\x00"):
             self.src.reject(
                 f"offset {offset}",
@@ -204,7 +207,7 @@ class BlfReader:
             )
             return
         ts = stamp * 10 if flags == 1 else (stamp + 500) // 1000  # ns -> nearest us
-        p, n, w = pos + hsize, self.obj_no, self.w
+        p, n, w = pos + hsize, self.obj_no_override or self.obj_no, self.w
         try:
             if otype in (1, 86):
                 ch, fl, dlc, cid, raw = CAN_MSG.unpack_from(data, p)

@@ -21,8 +21,8 @@ CHUNK_BYTES = 32 << 20
 
 # can-utils' canonical form of a classic data frame (uppercase hex, 6-digit microseconds);
 # python-can appends ' R' / ' T'.
-_CANDUMP_FAST = (
-    r"^\(([0-9]+)\.([0-9]{6})\) (\S+) ([0-9A-F]{3}|[0-9A-F]{8})#((?:[0-9A-F]{2}){0,8})(?: ([RT]))?$"
+_CANDUMP_FAST = (  # no capture groups: used as a match test
+    r"^\([0-9]+\.[0-9]{6}\) [^ ]+ (?:[0-9A-F]{3}|[0-9A-F]{8})#(?:[0-9A-F]{2}){0,8}(?: [RT])?$"
 )
 
 
@@ -67,17 +67,22 @@ def parse_candump(src: Source, w: CanWriter) -> None:
     based = False
     for first, lines in text_chunks(src):
         df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)
+        # a match test without captures runs as a DFA; fields are then cut by position
         df = df.with_columns(
-            pl.col("n").cast(pl.Int64), m=pl.col("line").str.extract_groups(_CANDUMP_FAST)
+            pl.col("n").cast(pl.Int64), ok=pl.col("line").str.contains(_CANDUMP_FAST)
         )
-        m = pl.col("m").struct
-        fast = df.filter(m.field("1").is_not_null()).select(
+        parts = pl.col("line").str.split_exact(" ", 3)
+        ts_s = parts.struct.field("field_0")
+        frame = parts.struct.field("field_2").str.split_exact("#", 1)
+        n_ts = ts_s.str.len_bytes()
+        fast = df.filter(pl.col("ok")).select(
             loc=pl.col("n"),
-            ts=m.field("1").cast(pl.Int64) * 1_000_000 + m.field("2").cast(pl.Int64),
-            channel=m.field("3"),
-            id_s=m.field("4"),
-            data=m.field("5").str.decode("hex"),
-            dir=m.field("6"),
+            ts=ts_s.str.slice(1, n_ts - 9).cast(pl.Int64) * 1_000_000
+            + ts_s.str.slice(n_ts - 7, 6).cast(pl.Int64),
+            channel=parts.struct.field("field_1"),
+            id_s=frame.struct.field("field_0"),
+            data=frame.struct.field("field_1").str.decode("hex"),
+            dir=parts.struct.field("field_3"),
         )
         fast = fast.with_columns(can_id=pl.col("id_s").str.to_integer(base=16).cast(pl.UInt32))
         ext = pl.col("id_s").str.len_chars() == 8
@@ -85,7 +90,7 @@ def parse_candump(src: Source, w: CanWriter) -> None:
         odd = (ext & (pl.col("can_id") >= 0x20000000)) | (~ext & (pl.col("can_id") > 0x7FF))
         slow_extra = fast.filter(odd).select("loc")
         fast = fast.filter(~odd)
-        slow_mask = m.field("1").is_null() | pl.col("n").is_in(slow_extra["loc"].implode())
+        slow_mask = ~pl.col("ok") | pl.col("n").is_in(slow_extra["loc"].implode())
         slow = _slow_lines(df.filter(slow_mask))
         parsed_slow = []
         for line_no, line in slow:
