@@ -7,6 +7,7 @@ microsecond precision (the connection's TimeZone is pinned to UTC).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import duckdb
@@ -144,6 +145,9 @@ def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnect
             hint="is another forensics process using it?",
         ) from exc
     con.execute("SET TimeZone = 'UTC'")
+    # Bounded memory whatever the file size: DuckDB spills to <case>.tmp beyond this.
+    con.execute("SET memory_limit = ?", [os.environ.get("FORENSICS_MEMORY_LIMIT", "1GB")])
+    con.execute("SET preserve_insertion_order = false")
     if read_only:
         check_version(con, path)
         return con

@@ -9,7 +9,7 @@ whose best cause scores below MIN_SCORE is inconclusive and says what data would
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import duckdb
 
@@ -19,6 +19,7 @@ SCHEMA = "charger-forensics.verdict/1"
 MIN_SCORE = 0.5
 MAX_EVIDENCE = 6
 SCOPE_RANK = {"fleet": 0, "site": 1, "charger": 2}
+SLACK = timedelta(minutes=5)  # a charger finding this close to an incident is part of it
 # What counts as a failed exchange when no rule explains it.
 FAILURE_SQL = """
     (severity IN ('error', 'critical')
@@ -120,8 +121,9 @@ def _group(items, key):
 
 
 def _incident_for(covered, cp, f):
+    """The incident verdict that explains a charger finding lying within its window."""
     for chargers, start, end, v in covered:
-        if cp in chargers and f["ts_start"] <= end and f["ts_end"] >= start:
+        if cp in chargers and f["ts_start"] >= start - SLACK and f["ts_end"] <= end + SLACK:
             return v
     return None
 

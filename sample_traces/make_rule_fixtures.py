@@ -39,6 +39,20 @@ def boot_rejected() -> None:
             (d / "expect.toml").write_text('chargers = ["CP-001"]\n')
 
 
+def boot_accepted_later() -> None:
+    for case, statuses in (
+        ("fire", ["Rejected", "Accepted"]),
+        ("silent", ["Rejected", "Rejected"]),
+    ):
+        d = folder("backend", "ocpp.boot_accepted_later", case)
+        log = CsmsLog()
+        for n, status in enumerate(statuses):
+            log.boot(T0 + timedelta(minutes=10 * n), "CP-001", status=status)
+        log.write(d / "csms.jsonl")
+        if case == "fire":
+            (d / "expect.toml").write_text('chargers = ["CP-001"]\n')
+
+
 def id_case_mismatch() -> None:
     for case, seen in (("fire", "cp-001 "), ("silent", "CP-001")):
         d = folder("backend", "ocpp.id_case_mismatch", case)
@@ -157,7 +171,7 @@ def firmware() -> None:
 
 
 if __name__ == "__main__":
-    for make in (boot_rejected, id_case_mismatch, heartbeat_flapping, disconnect_storm,
+    for make in (boot_rejected, boot_accepted_later, id_case_mismatch, heartbeat_flapping, disconnect_storm,
                  fleet_drop, site_drop, model_cluster, firmware):  # fmt: skip
         make()
     print("fixtures written under", QUERIES)
