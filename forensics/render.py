@@ -63,6 +63,17 @@ def print_verdict(doc: dict, console: Console, out_dir: str | None = None) -> No
                 console.print(f"    [green]fix:[/] {escape(c['fix'])}")
         for m in v["missing_data"][:4]:
             console.print(f"  [yellow]missing:[/] {escape(m)}")
+    for c in doc.get("clocks", []):
+        if c["method"] == "unaligned":
+            console.print(
+                f"[yellow]clock:[/] {escape(c['file'])} shares no OCPP message with "
+                f"{escape(c['reference'] or '?')}: its times are its own clock's"
+            )
+        elif c["method"] != "reference" and c["offset_ms"]:
+            console.print(
+                f"[dim]clock: {escape(c['file'])} is {c['offset_ms']:+.0f} ms off "
+                f"{escape(c['reference'])} ({c['pairs']} shared messages)[/]"
+            )
     if out_dir:
         console.print(f"\n[dim]case and reports in {escape(out_dir)}[/]")
 

@@ -87,7 +87,8 @@ CREATE TABLE IF NOT EXISTS events (
     severity VARCHAR,          -- info | warning | error | critical
     code VARCHAR,
     detail JSON,
-    file_id INTEGER, locator VARCHAR
+    file_id INTEGER, locator VARCHAR,
+    ts_raw TIMESTAMP           -- the source's own clock when ts was aligned (clock_offsets)
 );
 CREATE TABLE IF NOT EXISTS clock_offsets (
     file_id INTEGER, reference_file_id INTEGER,

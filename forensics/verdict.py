@@ -88,7 +88,21 @@ def build(con: duckdb.DuckDBPyConnection, case_id: str, bundle: str) -> dict:
         "status": status,
         "case": _case(con, case_id, bundle),
         "verdicts": verdicts,
+        "clocks": clocks(con),
     }
+
+
+def clocks(con) -> list[dict]:
+    """Per-source clock offsets against the reference (extra key of the contract)."""
+    rows = con.execute(
+        """SELECT v.path, r.path, o.offset_ms, o.pairs, o.method
+           FROM clock_offsets o JOIN evidence v ON v.file_id = o.file_id
+           LEFT JOIN evidence r ON r.file_id = o.reference_file_id ORDER BY v.path"""
+    ).fetchall()
+    return [
+        {"file": f, "reference": ref, "offset_ms": off, "pairs": n, "method": m}
+        for f, ref, off, n, m in rows
+    ]
 
 
 def charger_aliases(con) -> dict[str, str]:

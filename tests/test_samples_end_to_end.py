@@ -47,15 +47,18 @@ def test_sample_verdict(name, tmp_path):
 
 
 def check_locator(bundle: Path, item: dict, verdict: dict) -> None:
-    """A 'line N' locator must name a line of that file that mentions one of the chargers."""
+    """A 'line N' locator must name a real, non-blank line of that file; for OCPP and
+    connection events that line must mention one of the verdict's chargers."""
     kind, _, number = item["locator"].partition(" ")
     path = bundle / item["file"]
     if kind != "line" or not path.is_file():
         return
     lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     line = lines[int(number) - 1]
-    ids = verdict["chargers"] + [verdict["subject"]]
-    assert any(cp.lower() in line.lower() for cp in ids), (item, line)
+    assert line.strip(), item
+    if item["what"].startswith(("ocpp.", "ws.", "csms.")):
+        ids = verdict["chargers"] + [verdict["subject"]]
+        assert any(cp.lower() in line.lower() for cp in ids), (item, line)
 
 
 def test_zipped_bundle_gives_the_same_verdict(tmp_path):
