@@ -147,3 +147,23 @@ def test_any_bytes_never_crash_and_counts_add_up(ingest_files, chunks):
         con, "SELECT count(*) FROM events WHERE layer = 'websocket'")[0][0]  # fmt: skip
     assert parsed == seen
     assert rejected == rows(con, "SELECT count(*) FROM rejects")[0][0]
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.text(max_size=80), max_size=10))
+def test_text_log_any_lines_never_crash(ingest_files, noise):
+    head = [
+        '2026-06-01 12:00:00.200 DEBUG [chargeBoxId=CP-7] Received: [2,"1","Heartbeat",{}]',
+        '2026-06-01 12:00:00.300 DEBUG [chargeBoxId=CP-7] Sending: [3,"1",{"currentTime":"x"}]',
+    ]
+    text = "\n".join(head + [n.replace("\r", " ") for n in noise])
+    report, con = ingest_files({"csms.log": text})
+    assert not report.failed
+    parsed, rejected = rows(con, "SELECT records_parsed, records_rejected FROM evidence")[0]
+    stored = rows(con, "SELECT count(*) FROM ocpp_messages")[0][0]
+    lifecycle = rows(con, "SELECT count(*) FROM events WHERE layer = 'websocket'")[0][0]
+    assert (
+        parsed == stored + lifecycle and rejected == rows(con, "SELECT count(*) FROM rejects")[0][0]
+    )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from conftest import rows, write_bundle
 from forensics import ingest, store
 from forensics.parsers.base import FileHead, Parser, Sink, Source, detect
@@ -99,3 +102,18 @@ def test_detection_is_by_content_not_name(tmp_path):
     head = FileHead("random-name.txt", INVENTORY.encode())
     assert detect(head).name == "inventory_csv"
     assert detect(FileHead("chargers.csv", b"\x00\x01\x02")) is None
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.text(alphabet=st.characters(blacklist_categories=["Cs"]), max_size=40), max_size=10)
+)
+def test_inventory_any_rows_never_crash(ingest_files, cells):
+    body = "\n".join(",".join([c.replace("\n", " ")] * 3) for c in cells)
+    report, con = ingest_files({"chargers.csv": "charger_id,site,model\n" + body + "\n"})
+    assert not report.failed
+    parsed, rejected = rows(con, "SELECT records_parsed, records_rejected FROM evidence")[0]
+    assert parsed == rows(con, "SELECT count(*) FROM chargers WHERE NOT inferred")[0][0]
+    assert rejected == rows(con, "SELECT count(*) FROM rejects")[0][0]
