@@ -118,6 +118,7 @@ async def charge_point(
     gap_s: float = 0.2,
     server_hostname: str | None = None,
     password: str | None = None,
+    compression: str | None = "deflate",
 ) -> str:
     """One charge point session: connect from source_ip, boot, heartbeats, a status; returns
     'ok' or the error text (a failed upgrade or handshake is the point of most samples)."""
@@ -131,6 +132,7 @@ async def charge_point(
             ping_interval=None,
             open_timeout=5,
             proxy=None,
+            compression=compression,
             additional_headers=_basic(cp_id, password),
         ) as ws:
             if ws.subprotocol is None:

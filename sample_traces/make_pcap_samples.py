@@ -57,13 +57,16 @@ async def attempts(n: int, coro_fn, pause: float = 0.3) -> list[str]:
 
 
 async def healthy(pki) -> list[str]:
-    """CP-1 on ws:// (OCPP visible), CP-2 on wss:// TLS 1.2 with a valid certificate."""
-    ws = Csms(port=WS_PORT, known={"CP-1"})
+    """CP-1 on ws:// (OCPP visible, permessage-deflate), CP-2 on wss:// TLS 1.2 with a valid
+    certificate, CP-10 on ws:// without compression (firmware that does not negotiate it)."""
+    ws = Csms(port=WS_PORT, known={"CP-1", "CP-10"})
     wss = Csms(port=WSS_PORT, known={"CP-2"}, ssl=server_ctx(pki["server_cert"], pki["server_key"]))
     async with run_csms(ws), run_csms(wss):
         return list(
             await asyncio.gather(
                 charge_point("CP-1", f"ws://127.0.0.1:{WS_PORT}/ocpp/CP-1", "127.0.0.11", heartbeats=3),
+                charge_point("CP-10", f"ws://127.0.0.1:{WS_PORT}/ocpp/CP-10", "127.0.0.10", heartbeats=3,
+                             compression=None),
                 charge_point("CP-2", f"wss://127.0.0.1:{WSS_PORT}/ocpp/CP-2", "127.0.0.12",
                              ssl_ctx=client_ctx(pki["ca_cert"]), heartbeats=3, server_hostname=HOST),
             )
@@ -194,7 +197,8 @@ WS_URL = f"ws://{HOST}:{WS_PORT}/ocpp/"
 WSS_URL = f"wss://{HOST}:{WSS_PORT}/ocpp/"
 SCENARIOS = {
     "healthy": (healthy, [("CP-1", "depot", "Sample", "AC22", "1.4.2", "ethernet", "", "127.0.0.11", WS_URL, "1.6", "1"),
-                          ("CP-2", "depot", "Sample", "AC22", "1.4.2", "ethernet", "", "127.0.0.12", WSS_URL, "1.6", "2")],
+                          ("CP-2", "depot", "Sample", "AC22", "1.4.2", "ethernet", "", "127.0.0.12", WSS_URL, "1.6", "2"),
+                          ("CP-10", "depot", "Other", "AC11", "0.9.8", "ethernet", "", "127.0.0.10", WS_URL, "1.6", "1")],
                 {"status": "no_failure", "verdicts": []}),
     "cert-expired": (cert_expired, [("CP-7", "harbour", "Sample", "DC50", "2.0.1", "cellular", "-85", "127.0.0.7", WSS_URL, "1.6", "2")],
                      {"status": "cause_found", "verdicts": [{"subject": "CP-7", "channel": "backend", "cause": "tls.certificate_expired"}]}),

@@ -127,15 +127,18 @@ def test_websocket_upgrade_frames_and_ocpp_through_the_one_code_path(cases):
     con = cases("healthy")
     ws = con.execute(
         "SELECT charger_id, path, charge_point_id, host, offered_protocols, accepted_protocol, "
-        "status, messages_c2s, messages_s2c, close_code, close_from FROM ws_sessions"
+        "status, messages_c2s, messages_s2c, close_code, close_from FROM ws_sessions "
+        "ORDER BY charger_id"
     ).fetchall()
     assert ws == [
         ("CP-1", "/ocpp/CP-1", "CP-1", "127.0.0.1:47080", ["ocpp1.6"], "ocpp1.6", 101, 5, 5,
-         1000, "client")
+         1000, "client"),
+        ("CP-10", "/ocpp/CP-10", "CP-10", "127.0.0.1:47080", ["ocpp1.6"], "ocpp1.6", 101, 5, 5,
+         1000, "client"),
     ]  # fmt: skip
     msgs = con.execute(
         "SELECT direction, message_type, action, response_ms IS NOT NULL, locator LIKE 'frame %' "
-        "FROM ocpp_messages ORDER BY line"
+        "FROM ocpp_messages WHERE charger_id = 'CP-1' ORDER BY line"
     ).fetchall()
     assert len(msgs) == 10
     assert msgs[0] == ("cp_to_csms", 2, "BootNotification", True, True)
@@ -152,7 +155,10 @@ def test_permessage_deflate_frames_decoded_like_tshark(cases):
     compressed = tshark(cap, "websocket.rsv == 0x04", "frame.number")
     assert len(compressed) >= 8  # websockets negotiates permessage-deflate by default
     frames = {int(f) for (f,) in compressed}
-    mine = {r[0] for r in con.execute("SELECT line FROM ocpp_messages").fetchall()}
+    mine = {
+        r[0]
+        for r in con.execute("SELECT line FROM ocpp_messages WHERE charger_id = 'CP-1'").fetchall()
+    }
     assert mine <= frames
 
 

@@ -75,7 +75,7 @@ def test_clock_offset_between_capture_and_shifted_ocpp_log(tmp_path):
     con = store.connect(db0, read_only=True)
     rows = con.execute(
         "SELECT ts, charger_id, direction, message_type, unique_id, action, payload "
-        "FROM ocpp_messages ORDER BY ts"
+        "FROM ocpp_messages WHERE charger_id = 'CP-1' ORDER BY ts"
     ).fetchall()
     con.close()
     log = tmp_path / "bundle" / "cp1-ocpp.jsonl"

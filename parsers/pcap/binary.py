@@ -10,24 +10,20 @@ def gather_u8(a: np.ndarray, off: np.ndarray) -> np.ndarray:
     return a[off].astype(np.int64)
 
 
+_AR2 = np.arange(2, dtype=np.int64)
+_AR4 = np.arange(4, dtype=np.int64)
+
+
 def gather_u16(a: np.ndarray, off: np.ndarray, big: bool = True) -> np.ndarray:
     """16-bit unsigned integers at `off` as int64; network byte order unless big=False."""
-    hi, lo = (a[off], a[off + 1]) if big else (a[off + 1], a[off])
-    return (hi.astype(np.int64) << 8) | lo
+    m = a[off[:, None] + _AR2]  # (n, 2) contiguous bytes: one gather, then a view
+    return m.view(">u2" if big else "<u2").ravel().astype(np.int64)
 
 
 def gather_u32(a: np.ndarray, off: np.ndarray, big: bool = True) -> np.ndarray:
     """32-bit unsigned integers at `off` as int64; network byte order unless big=False."""
-    if big:
-        b0, b1, b2, b3 = a[off], a[off + 1], a[off + 2], a[off + 3]
-    else:
-        b3, b2, b1, b0 = a[off], a[off + 1], a[off + 2], a[off + 3]
-    return (
-        (b0.astype(np.int64) << 24)
-        | (b1.astype(np.int64) << 16)
-        | (b2.astype(np.int64) << 8)
-        | b3.astype(np.int64)
-    )
+    m = a[off[:, None] + _AR4]
+    return m.view(">u4" if big else "<u4").ravel().astype(np.int64)
 
 
 def gather_bytes(a: np.ndarray, off: np.ndarray, width: int) -> np.ndarray:

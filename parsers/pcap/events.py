@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from forensics.parsers.pcap import tcp as T
 from forensics.parsers.pcap.tls import TlsFlow, valid_at
-from forensics.parsers.pcap.websocket import WsFlow
+from forensics.parsers.pcap.websocket import WsFlow, ocpp_rows
 
 EPOCH = dt.datetime(1970, 1, 1)
 SIDE = ("client", "server")
@@ -284,11 +284,8 @@ def ws_rows(cap, base: dict, events: Events) -> tuple[list[dict], list[dict]]:
                    "server": f"{base['server_ip'][g]}:{base['server_port'][g]}"}  # fmt: skip
             _ws_events(ex, cp, flt, events, who)
         if h.ws:
-            ver = up.accepted if up else None
-            for d, frame, t, text in h.messages:
-                if text.lstrip().startswith("["):
-                    ocpp.append({"ts": ts(t), "charger_id": cp, "direction": "cp_to_csms" if d == 0 else "csms_to_cp",
-                                 "frame": text, "locator": f"frame {frame}", "line": frame, "ocpp_version": ver})  # fmt: skip
+            ocpp.extend(ocpp_rows(h, cp, up.accepted if up else None))
+            h.messages.clear()
             for c in h.closes:
                 events.add(c["ts"], cp, "websocket", "ws.close", "info" if c["code"] in (1000, 1001) else "warning",
                            str(c["code"]) if c["code"] is not None else None, c["frame"],

@@ -25,8 +25,9 @@ from forensics.parsers.pcap.tls import (
     TlsFlow,
     looks_like_tls,
 )
-from forensics.parsers.pcap.websocket import WsFlow, looks_like_http
+from forensics.parsers.pcap.websocket import WsFlow, looks_like_http, ocpp_rows
 
+OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
 APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
 
 
@@ -44,6 +45,9 @@ class Capture:
         self.not_ip = 0
         self.first_ts: int | None = None
         self.last_ts = 0
+        self.touched: set[int] = set()  # WebSocket flows that got payload in this chunk
+        self.ocpp_ready: list[dict] = []  # OCPP frames whose charger is known (ws path)
+        self.ocpp_staged = 0
 
     def feed(self, chunk) -> None:
         pk = decode(chunk)
@@ -106,8 +110,25 @@ class Capture:
         ):
             h = handlers[g]
             h.feed(dd, s, buf[o : o + n], frames[j], tss[j])
-            if self.app[g] == APP_TLS and not h.active:
+            kind = self.app[g]
+            if kind == APP_HTTP:
+                self.touched.add(g)
+            elif kind == APP_TLS and not h.active:
                 self.app[g] = APP_TLS_DONE
+        self._take_ocpp()
+
+    def _take_ocpp(self) -> None:
+        """Moves OCPP text messages of WebSocket flows whose charge point id is in the
+        upgrade path out of the flow (memory stays flat on long captures); the others
+        wait for attribution at the end."""
+        for g in self.touched:
+            h = self.handlers[g]
+            up = h.upgrade() if h.messages else None
+            if up is None or not up.charge_point_id:
+                continue
+            self.ocpp_ready.extend(ocpp_rows(h, up.charge_point_id, up.accepted))
+            h.messages.clear()
+        self.touched.clear()
 
 
 @register
@@ -136,4 +157,7 @@ class PcapParser(Parser):
             for chunk in reader.chunks():
                 src.accepted(len(chunk))
                 cap.feed(chunk)
+                if len(cap.ocpp_ready) >= OCPP_BATCH:
+                    cap.ocpp_staged += tables.stage_ocpp(src, sink, cap.ocpp_ready)
+                    cap.ocpp_ready = []
         tables.write(src, sink, cap, reader)

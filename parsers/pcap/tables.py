@@ -141,11 +141,21 @@ def write(src, sink, cap, reader) -> None:
         src.notes.append(f"{cap.fragments} IP fragments (not reassembled)")
     if cap.dns.malformed:
         src.notes.append(f"{cap.dns.malformed} DNS responses could not be decoded")
-    if ocpp:
-        from forensics.parsers.ocpp_frames import close_frames, store_frames
+    staged = stage_ocpp(src, sink, cap.ocpp_ready + ocpp)
+    if staged or cap.ocpp_staged:
+        from forensics.parsers.ocpp_frames import close_frames
 
-        store_frames(src, sink, _ocpp_table(ocpp))
         close_frames(src, sink)
+
+
+def stage_ocpp(src, sink, rows: list[dict]) -> int:
+    """Hands OCPP frames to the one OCPP code path (validated and paired at close)."""
+    if not rows:
+        return 0
+    from forensics.parsers.ocpp_frames import store_frames
+
+    store_frames(src, sink, _ocpp_table(rows))
+    return len(rows)
 
 
 def attribute(con, default: str | None, cap, cip: list[str], sip: list[str]):
@@ -186,7 +196,9 @@ def _table(rows: list[dict]) -> pa.Table:
 def _ocpp_table(rows: list[dict]) -> pa.Table:
     return pa.table(
         {
-            "ts": pa.array([r["ts"] for r in rows], pa.timestamp("us", tz="UTC")),
+            "ts": pa.array([r["ts_us"] for r in rows], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")
+            ),
             "charger_id": pa.array([r["charger_id"] for r in rows], pa.string()),
             "direction": pa.array([r["direction"] for r in rows], pa.string()),
             "frame": pa.array([r["frame"] for r in rows], pa.string()),

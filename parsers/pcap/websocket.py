@@ -69,6 +69,15 @@ class WsFlow:
 
     def feed(self, d: int, seq: int, data: bytes, frame: int, ts: int) -> None:
         st = self.streams[d]
+        if self.ws and st.next == seq and not st.buf and not st._pending:
+            # in order with nothing buffered (the common case): frames straight from the
+            # segment; only a trailing partial frame goes through the reassembler
+            used = self._frames_direct(d, data, frame, ts)
+            st.next += used
+            st.consumed += used
+            if used == len(data):
+                return
+            seq, data = seq + used, data[used:]
         st.feed(seq, data, frame, ts)
         if st.take_gap():
             self.gaps += 1
@@ -196,6 +205,37 @@ class WsFlow:
             frame, ts = st.consume(p + n)
             self._frame(d, opcode, bool(fin), bool(b0 & 0x40), payload, frame, ts)
 
+    def _frames_direct(self, d: int, data: bytes, frame: int, ts: int) -> int:
+        """Parses the complete frames at the start of `data`; returns bytes used."""
+        p0, n_all = 0, len(data)
+        while n_all - p0 >= 2:
+            b0, b1 = data[p0], data[p0 + 1]
+            opcode, n = b0 & 0x0F, b1 & 0x7F
+            if b0 & (0x30 if self.deflate else 0x70) or opcode not in (0, 1, 2, 8, 9, 10):
+                return p0  # let the reassembling path judge (and count) it
+            p = p0 + 2
+            if n == 126:
+                if n_all < p0 + 4:
+                    return p0
+                n, p = struct.unpack_from(">H", data, p0 + 2)[0], p0 + 4
+            elif n == 127:
+                if n_all < p0 + 10:
+                    return p0
+                n, p = struct.unpack_from(">Q", data, p0 + 2)[0], p0 + 10
+            key = b""
+            if b1 & 0x80:
+                if n_all < p + 4:
+                    return p0
+                key, p = data[p : p + 4], p + 4
+            if n_all < p + n:
+                return p0
+            payload = data[p : p + n]
+            if key:
+                payload = unmask(payload, key)
+            self._frame(d, opcode, bool(b0 & 0x80), bool(b0 & 0x40), payload, frame, ts)
+            p0 = p + n
+        return p0
+
     def _frame(self, d: int, opcode: int, fin: bool, rsv1: bool, payload: bytes, frame, ts):
         if opcode == 9:
             self.counts["ping"] += 1
@@ -253,3 +293,16 @@ def unmask(payload: bytes, key: bytes) -> bytes:
     n = len(payload)
     k = (key * (n // 4 + 1))[:n]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
+
+
+def ocpp_rows(h: WsFlow, charger_id: str | None, version: str | None) -> list[dict]:
+    """The flow's text messages that look like OCPP-J arrays, as store_frames rows
+    (ts in microseconds; tables converts)."""
+    rows = []
+    for d, frame, t, text in h.messages:
+        if text.lstrip().startswith("["):
+            rows.append({"ts_us": t, "charger_id": charger_id,
+                         "direction": "cp_to_csms" if d == 0 else "csms_to_cp",
+                         "frame": text, "locator": f"frame {frame}", "line": frame,
+                         "ocpp_version": version})  # fmt: skip
+    return rows
