@@ -4,6 +4,8 @@ non-blank candump line is a record and every accepted record is a row we wrote."
 
 from __future__ import annotations
 
+import gzip
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,8 +32,8 @@ def _run(parser_name: str, path, tmp_path, **extra):
         src = Source(path, path.name, FileContext(charger_id="CP-1", extra=extra))
         try:
             registry()[parser_name]().parse(src, sink)
-        except ParserGaveUp:
-            return None
+        except (ParserGaveUp, EOFError, gzip.BadGzipFile):
+            return None  # not this format / a gzip member cut short: ingest marks the file
         frames = con.execute("SELECT count(*) FROM can_frames").fetchone()[0]
         errors = con.execute(
             "SELECT count(*) FROM can_errors WHERE source <> 'error_frame'"

@@ -17,6 +17,8 @@ from forensics.parsers.base import BATCH_ROWS, Sink, Source
 from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import ErrorInfo
 
+WRITE_ROWS = 1 << 18  # frames pooled per DuckDB insert
+
 # flag bits of can_frames.flags
 EXT, RTR, ERR, FD, BRS, ESI, TX = 1, 2, 4, 8, 16, 32, 64
 
@@ -66,6 +68,8 @@ class CanWriter:
         self.frames = 0
         self._f: list[list] = [[] for _ in range(7)]
         self._e: list[tuple] = []
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self.notes: list[str] = []
         extra = src.context.extra or {}
         self.bitrate = _int_or_none(extra.get("bitrate"))
@@ -130,7 +134,12 @@ class CanWriter:
         f[5].append(dlc)
         f[6].append(data)
         if len(f[0]) >= BATCH_ROWS:
-            self.flush()
+            batch = pa.Table.from_arrays(
+                [pa.array(col, type=FRAME_SCHEMA.field(i).type) for i, col in enumerate(f)],
+                schema=FRAME_SCHEMA,
+            )
+            self._f = [[] for _ in range(7)]
+            self.append_frames(batch)
 
     def error(self, loc: int, ts_us: int, channel: str, source: str, info: ErrorInfo,
               text: str | None = None) -> None:  # fmt: skip
@@ -140,21 +149,33 @@ class CanWriter:
             self._flush_errors()
 
     def append_frames(self, table: pa.Table) -> None:
-        """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds)."""
-        self.flush()
-        self.sink.append("can_frames", table.cast(FRAME_SCHEMA))
-        self.frames += table.num_rows
+        """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds).
+
+        Tables are pooled and inserted in large batches: each DuckDB insert has a fixed cost.
+        """
+        self._pending.append(table.cast(FRAME_SCHEMA))
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= WRITE_ROWS:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            tbl = pa.concat_tables(self._pending)
+            self.sink.append("can_frames", tbl)
+            self.frames += tbl.num_rows
+            self._pending, self._pending_rows = [], 0
 
     def flush(self) -> None:
+        """Writes every buffered frame and error record."""
         f = self._f
         if f[0]:
-            batch = pa.RecordBatch.from_arrays(
+            batch = pa.Table.from_arrays(
                 [pa.array(col, type=FRAME_SCHEMA.field(i).type) for i, col in enumerate(f)],
                 schema=FRAME_SCHEMA,
             )
-            self.sink.append("can_frames", batch)
-            self.frames += batch.num_rows
             self._f = [[] for _ in range(7)]
+            self.append_frames(batch)
+        self._write_pending()
         self._flush_errors()
 
     def _flush_errors(self) -> None:
