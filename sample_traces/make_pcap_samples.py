@@ -140,6 +140,20 @@ async def basic_auth(pki) -> list[str]:
             "CP-4", f"ws://127.0.0.1:{WS_PORT}/ocpp/CP-4", "127.0.0.4", password="factory-default"))  # fmt: skip
 
 
+async def wss_keylog(pki) -> list[str]:
+    """CP-11 on wss:// with TLS 1.3 identifies as 'cp-11' (registered 'CP-11'): the 401 is
+    inside TLS. The charger's TLS key log (SSLKEYLOGFILE) ships in the bundle as
+    sslkeys.log, so the deep path decrypts it."""
+    ctx = client_ctx(pki["ca_cert"], max_tls12=False)
+    ctx.keylog_filename = pki["out"] + "/sslkeys.log"
+    wss = Csms(
+        port=WSS_PORT, known={"CP-11"}, ssl=server_ctx(pki["server_cert"], pki["server_key"])
+    )
+    async with run_csms(wss):
+        return await attempts(2, lambda: charge_point(
+            "cp-11", f"wss://127.0.0.1:{WSS_PORT}/ocpp/cp-11", "127.0.0.21", ssl_ctx=ctx, server_hostname=HOST))  # fmt: skip
+
+
 NFT_LOSS = """table inet cfloss {
   chain out {
     type filter hook output priority 0;
@@ -217,6 +231,8 @@ SCENARIOS = {
                   {"status": "cause_found", "verdicts": [{"subject": "CP-20", "channel": "backend", "cause": "network.wifi_loss"}]}),
     "unreachable": (unreachable, [("CP-30", "farm", "Sample", "DC50", "2.0.1", "cellular", "-108", "10.231.2.1", "ws://10.231.2.2:47080/ocpp/", "1.6", "1")],
                     {"status": "cause_found", "verdicts": [{"subject": "CP-30", "channel": "backend", "cause": "network.cellular_signal"}]}),
+    "wss-keylog": (wss_keylog, [("CP-11", "depot", "Sample", "AC22", "1.6.0", "ethernet", "", "127.0.0.21", WSS_URL, "1.6", "2")],
+                   {"status": "cause_found", "verdicts": [{"subject": "CP-11", "channel": "backend", "cause": "ocpp.identity_mismatch"}]}),
     "subprotocol": (subprotocol, [("CP-6", "depot", "Sample", "AC22", "3.0.0", "ethernet", "", "127.0.0.6", WS_URL, "2.0.1", "1")],
                     {"status": "cause_found", "verdicts": [{"subject": "CP-6", "channel": "backend", "cause": "ocpp.version_mismatch"}]}),
 }  # fmt: skip
@@ -231,7 +247,7 @@ def make(name: str, pki: dict) -> None:
         results = fn(out)
     else:
         with capture(out / "capture.pcapng", "lo", BPF):
-            results = asyncio.run(fn(pki))
+            results = asyncio.run(fn({**pki, "out": str(out)}))
     (out / "chargers.csv").write_text(inventory(rows))
     (HERE / f"pcap-{name}.expected.json").write_text(json.dumps(expected, indent=2) + "\n")
     size = (out / "capture.pcapng").stat().st_size

@@ -211,3 +211,20 @@ def test_stream_reassembly_out_of_order_retransmitted_and_gap():
         t.feed(100 + k, b"x", 2 + k, 2 + k)
     assert t.gaps == 1 and t.gap_bytes == 98 and t.take_gap() and not t.take_gap()
     assert bytes(t.buf).startswith(b"x")
+
+
+@pytest.mark.skipif(not HAVE_TSHARK, reason="tshark not installed")
+def test_deep_path_decrypts_wss_with_the_bundled_key_log(cases):
+    con = cases("wss-keylog")
+    kinds = con.execute(
+        "SELECT kind, code, charger_id FROM events WHERE kind = 'ws.upgrade_rejected'"
+    ).fetchall()
+    assert kinds == [("ws.upgrade_rejected", "401", "cp-11")] * 2
+    assert con.execute("SELECT DISTINCT attributed_by FROM tcp_flows").fetchall() == [
+        ("ws_path_decrypted",)
+    ]
+    notes = con.execute("SELECT notes FROM evidence WHERE kind = 'pcap'").fetchone()[0]
+    assert any("deep path: TLS decrypted" in n for n in notes)
+    assert con.execute("SELECT status FROM evidence WHERE kind = 'tls_keylog'").fetchone() == (
+        "parsed",
+    )

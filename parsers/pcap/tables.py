@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pyarrow as pa
 
+from forensics.parsers.pcap import deep
 from forensics.parsers.pcap import events as ev
 from forensics.parsers.pcap.decode import addr_text
 
@@ -93,7 +94,13 @@ def write(src, sink, cap, reader) -> None:
     sip = [text(ft.s_hi[g], ft.s_lo[g]) for g in range(n)]
     cport, sport = ft.c_port[:n].tolist(), ft.s_port[:n].tolist()
     filters = [flow_filter(cip[g], cport[g], sip[g], sport[g]) for g in range(n)]
+    dec = _deep(src, cap, reader, cip, cport, sip, sport)
+    flow_of = {(cip[g], cport[g], sip[g], sport[g]): g for g in range(n)}
     charger, how = attribute(sink.con, src.context.charger_id, cap, cip, sip)
+    if dec is not None:
+        for g, cp in deep.charge_point_ids(dec, flow_of).items():
+            if how[g] != "ws_path":
+                charger[g], how[g] = cp, "ws_path_decrypted"
     base = {
         "flow_id": list(range(1, n + 1)),
         "charger_id": charger,
@@ -110,9 +117,11 @@ def write(src, sink, cap, reader) -> None:
     flows = ev.tcp_flows(cap, base, events)
     sink.append("tcp_flows", pa.table(flows))
     hs = ev.tls_rows(cap, base, events)
+    ws, ocpp = ev.ws_rows(cap, base, events)
+    if dec is not None:
+        deep.merge(dec, flow_of, base, events, hs, ws, ocpp)
     if hs:
         sink.append("tls_handshakes", _table(hs))
-    ws, ocpp = ev.ws_rows(cap, base, events)
     if ws:
         sink.append("ws_sessions", _table(ws))
     dns = ev.dns_rows(cap, inventory_ips(sink.con), src.context.charger_id, events)
@@ -156,6 +165,31 @@ def stage_ocpp(src, sink, rows: list[dict]) -> int:
 
     store_frames(src, sink, _ocpp_table(rows))
     return len(rows)
+
+
+def _deep(src, cap, reader, cip, cport, sip, sport):
+    """Runs the tshark deep path when a key log is present (or `deep` is asked for in the
+    file's context); None when it does not run."""
+    from forensics.parsers.pcap.tls import TlsFlow
+
+    tls_flows = [g for g, h in cap.handlers.items() if isinstance(h, TlsFlow)]
+    if not tls_flows:
+        return None
+    keylog = deep.find_keylog(src.path, reader.secrets)
+    if not keylog:
+        if src.context.extra.get("deep"):
+            src.notes.append("deep path asked for, but no TLS key log in the capture or beside it")
+        return None
+    ports = {sport[g] for g in tls_flows}
+    dec = deep.decrypt(src.path, keylog, ports)
+    if dec.error:
+        src.notes.append(f"deep path: {dec.error}")
+        return None
+    src.notes.append(
+        f"deep path: TLS decrypted with a key log ({len(dec.texts)} WebSocket messages, "
+        f"{len(dec.alerts)} alerts, {len(dec.upgrades)} upgrades inside TLS)"
+    )
+    return dec
 
 
 def attribute(con, default: str | None, cap, cip: list[str], sip: list[str]):
