@@ -133,6 +133,53 @@ def triage(
 
 
 @app.command()
+def batch(
+    bundles: Annotated[list[Path], typer.Argument(help="Bundles, or folders of bundles.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path(
+        "forensics-batch"
+    ),
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Parallel bundles.")] = 2,
+    timezone: Annotated[str | None, typer.Option(help="IANA zone of local-time logs.")] = None,
+) -> None:
+    """Triage many bundles in parallel; verdicts of all in verdicts.parquet."""
+    from collections import Counter
+
+    from forensics import batch as batch_mod
+
+    bar, update = _progress()
+    if bar:
+        bar.start()
+    try:
+        results = batch_mod.run(
+            bundles,
+            out_dir,
+            workers,
+            timezone,
+            (lambda n, t: update("bundles", n, t)) if update else None,
+        )
+    finally:
+        if bar:
+            bar.stop()
+    t = Table(title=f"{len(results)} bundles → {out_dir}")
+    for c in ("bundle", "status", "top verdict"):
+        t.add_column(c)
+    for r in results:
+        top = ""
+        if r.doc and r.doc["verdicts"]:
+            v = r.doc["verdicts"][0]
+            top = f"{v['subject']}: {v['causes'][0]['cause']} ({v['causes'][0]['score']:.2f})"
+        t.add_row(escape(Path(r.bundle).name), r.status, escape(top or r.error))
+    out.print(t)
+    causes = Counter(v["causes"][0]["cause"] for r in results if r.doc for v in r.doc["verdicts"])
+    for cause, n in causes.most_common():
+        out.print(f"  {n:4} × {cause}")
+    out.print(
+        f"query them with DuckDB: SELECT cause, count(*) FROM '{out_dir}/verdicts.parquet' GROUP BY 1"
+    )
+    raise typer.Exit(2 if any(r.status == "error" for r in results) else 0)
+
+
+@app.command()
 def ingest(
     bundle: Annotated[list[Path], typer.Argument(help="Bundles or files to add.")],
     case: Annotated[Path, typer.Option("--case", "-c", help="Case database (created if new).")],

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from forensics import derive, ingest, report_html, rules, store, verdict
+from forensics.errors import IntakeError
 from forensics.render import markdown
 
 
@@ -57,6 +58,13 @@ def triage(
     work = out_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
     report = ingest.ingest(inputs, case_path, work, timezone, charger_id, progress=progress)
+    if report.records == 0:
+        raise IntakeError(
+            f"{', '.join(p.name for p in inputs)}: no readable evidence "
+            f"({report.files} files: {len(report.refused)} refused, "
+            f"{len(report.unrecognised)} unrecognised, {len(report.failed)} failed)",
+            hint="`forensics formats` lists what is recognised; check the export",
+        )
     case_id = case_id_for(inputs, report.manifest.case_id if report.manifest else None)
     con = store.connect(case_path)
     try:
