@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import sys
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -68,10 +69,13 @@ def main_options(
     )
 
 
-def _progress():
-    """A rich progress bar over bytes ingested, on stderr; None when stderr is not a TTY."""
+@contextmanager
+def progress_bar(label: str):
+    """Yields an update(what, done, total) callback drawing a rich progress bar on stderr,
+    or None when stderr is not a terminal (CI logs, pipes)."""
     if not err.is_terminal:
-        return None, None
+        yield None
+        return
     bar = Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -80,12 +84,13 @@ def _progress():
         console=err,
         transient=True,
     )
-    task = bar.add_task("ingest", total=1)
+    task = bar.add_task(label, total=1)
 
     def update(what: str, done: int, total: int) -> None:
-        bar.update(task, description=f"ingest {what[-40:]}", completed=done, total=max(total, 1))
+        bar.update(task, description=f"{label} {what[-40:]}", completed=done, total=max(total, 1))
 
-    return bar, update
+    with bar:
+        yield update
 
 
 def _ingest_summary(report) -> None:
@@ -111,14 +116,8 @@ def triage(
     ] = None,
 ) -> None:
     """Ingest, analyze and print the verdict, in one command."""
-    bar, update = _progress()
-    if bar:
-        bar.start()
-    try:
+    with progress_bar("ingest") as update:
         res = pipeline.triage(bundle, out_dir, timezone, charger, rules_dir, update)
-    finally:
-        if bar:
-            bar.stop()
     _ingest_summary(res.report)
     for run in res.runs:
         if run.status != "ok":
@@ -146,20 +145,9 @@ def batch(
 
     from forensics import batch as batch_mod
 
-    bar, update = _progress()
-    if bar:
-        bar.start()
-    try:
-        results = batch_mod.run(
-            bundles,
-            out_dir,
-            workers,
-            timezone,
-            (lambda n, t: update("bundles", n, t)) if update else None,
-        )
-    finally:
-        if bar:
-            bar.stop()
+    with progress_bar("triage") as update:
+        tick = (lambda n, t: update("bundles", n, t)) if update else None
+        results = batch_mod.run(bundles, out_dir, workers, timezone, tick)
     t = Table(title=f"{len(results)} bundles → {out_dir}")
     for c in ("bundle", "status", "top verdict"):
         t.add_column(c)
@@ -191,15 +179,9 @@ def ingest(
     """Add evidence to a case database (files already in it are skipped)."""
     from forensics import ingest as ingest_mod
 
-    bar, update = _progress()
-    if bar:
-        bar.start()
-    try:
+    with progress_bar("ingest") as update:
         work = case.with_suffix(".work")
         report = ingest_mod.ingest(bundle, case, work, timezone, charger, progress=update)
-    finally:
-        if bar:
-            bar.stop()
     _ingest_summary(report)
     out.print(
         f"{report.files} files: {report.parsed} parsed, {report.records} records, "

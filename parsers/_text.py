@@ -15,75 +15,20 @@ def line_batches(src: Source, chunk_bytes: int = 16 << 20):
     """Yields Arrow tables (line BIGINT, text VARCHAR) of the file, 1-based line numbers.
 
     Empty lines are dropped (not records). Valid UTF-8 chunks are split by Arrow in C++
-    without making Python strings; a chunk with invalid bytes (or a UTF-16 file) takes the
-    slower Source.lines() path, which decodes with replacement and notes it. Memory stays
-    at about two chunks.
+    without making Python strings; a chunk with invalid bytes is decoded line by line with
+    replacement (and noted) by Source.decode_lines.
     """
-    with src.open() as fh:
-        head = fh.read(2)
-    if head in (b"\xff\xfe", b"\xfe\xff"):
-        yield from _python_batches(src)
-        return
-    line_no = 1
-    pending = b""
-    with src.open() as fh:
-        while True:
-            chunk = fh.read(chunk_bytes)
-            data = pending + chunk
-            if not data:
-                break
-            if chunk:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    pending = data
-                    continue
-                pending, data = data[cut + 1 :], data[:cut]
-            else:
-                pending = b""
-            if line_no == 1 and data.startswith(b"\xef\xbb\xbf"):
-                data = data[3:]
-            try:
-                text = pa.array([data], pa.large_binary()).cast(pa.large_string())
-            except pa.ArrowInvalid:
-                lines = _decode_lines(src, data, line_no)
-            else:
-                lines = pc.list_flatten(pc.split_pattern(text, "\n"))
-                if data.find(b"\r") >= 0:
-                    lines = pc.utf8_rtrim(lines, "\r")
-            n = len(lines)
-            table = pa.table(
-                {"line": pa.array(range(line_no, line_no + n), pa.int64()), "text": lines}
-            )
-            line_no += n
-            table = table.filter(pc.greater(pc.utf8_length(table["text"]), 0))
-            if table.num_rows:
-                yield table
-
-
-def _decode_lines(src: Source, data: bytes, first: int) -> pa.Array:
-    """Lines of a chunk that is not valid UTF-8, decoded with replacement and noted."""
-    out = []
-    bad = []
-    for i, raw in enumerate(data.split(b"\n")):
+    for first, data in src.line_chunks(chunk_bytes):
         try:
-            out.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError:
-            out.append(raw.decode("utf-8", errors="replace").rstrip("\r"))
-            bad.append(first + i)
-    src.notes.append(
-        f"{len(bad)} line(s) not UTF-8, read with replacement characters (first at line {bad[0]})"
-    )
-    return pa.array(out, pa.large_string())
-
-
-def _python_batches(src: Source):
-    for first, parts in src.lines():
-        table = pa.table(
-            {
-                "line": pa.array(range(first, first + len(parts)), pa.int64()),
-                "text": pa.array(parts, pa.large_string()),
-            }
-        )
+            text = pa.array([data], pa.large_binary()).cast(pa.large_string())
+        except pa.ArrowInvalid:
+            lines = pa.array(src.decode_lines(data, first), pa.large_string())
+        else:
+            lines = pc.list_flatten(pc.split_pattern(text, "\n"))
+            if data.find(b"\r") >= 0:
+                lines = pc.utf8_rtrim(lines, "\r")
+        n = len(lines)
+        table = pa.table({"line": pa.array(range(first, first + n), pa.int64()), "text": lines})
         table = table.filter(pc.greater(pc.utf8_length(table["text"]), 0))
         if table.num_rows:
             yield table

@@ -8,6 +8,7 @@ Parsers register by name at import (`@register`); a duplicate name is an error.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -228,68 +229,63 @@ class Source:
             return gzip.open(self.path, "rb")
         return open(self.path, "rb")
 
-    def lines(self, chunk_bytes: int = 16 << 20) -> Iterator[tuple[int, list[str]]]:
-        """Yields (first_line_number, lines) chunks; numbers are 1-based, text is str.
-
-        Decodes UTF-8 (BOM stripped) or UTF-16 with BOM. A line that is not valid UTF-8 is
-        decoded with U+FFFD replacements and noted once in the evidence notes, so one stray
-        Latin-1 byte never costs the record. CR before LF is dropped.
-        """
-        line_no = 1
-        bad_first: int | None = None
-        bad_count = 0
+    def line_chunks(self, chunk_bytes: int = 16 << 20) -> Iterator[tuple[int, bytes]]:
+        """Yields (first_line_number, bytes) chunks cut at line ends (without the final
+        newline); numbers are 1-based. A UTF-8 BOM is dropped; a UTF-16 file (BOM) is
+        transcoded to UTF-8 and noted. Memory stays at about two chunks."""
         with self.open() as fh:
             first = fh.read(2)
-            utf16 = first in (b"\xff\xfe", b"\xfe\xff")
-            if utf16:
-                import io
-
+            if first in (b"\xff\xfe", b"\xfe\xff"):
                 text = (first + fh.read()).decode("utf-16", errors="replace")
-                stream = io.BytesIO(text.encode("utf-8"))
+                stream, pending = io.BytesIO(text.encode("utf-8")), b""
                 self.notes.append("decoded from UTF-16")
             else:
-                stream = fh
-                pending = first
-            if utf16:
-                pending = b""
+                stream, pending = fh, first
+            line_no = 1
             while True:
                 chunk = stream.read(chunk_bytes)
-                if not chunk and not pending:
-                    break
                 data = pending + chunk
+                if not data:
+                    break
                 if chunk:
                     cut = data.rfind(b"\n")
                     if cut < 0:
                         pending = data
                         continue
-                    pending = data[cut + 1 :]
-                    data = data[:cut]
+                    pending, data = data[cut + 1 :], data[:cut]
                 else:
                     pending = b""
                 if line_no == 1 and data.startswith(b"\xef\xbb\xbf"):
                     data = data[3:]
+                yield line_no, data
+                line_no += data.count(b"\n") + 1
+
+    def decode_lines(self, data: bytes, first: int) -> list[str]:
+        """Lines of a chunk as str (CR before LF dropped). A line that is not valid UTF-8 is
+        decoded with U+FFFD replacements and noted, so one stray Latin-1 byte never costs
+        the record."""
+        try:
+            parts = data.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            parts, bad = [], []
+            for i, raw in enumerate(data.split(b"\n")):
                 try:
-                    text = data.decode("utf-8")
-                    parts = text.split("\n")
+                    parts.append(raw.decode("utf-8"))
                 except UnicodeDecodeError:
-                    parts = []
-                    for i, raw in enumerate(data.split(b"\n")):
-                        try:
-                            parts.append(raw.decode("utf-8"))
-                        except UnicodeDecodeError:
-                            parts.append(raw.decode("utf-8", errors="replace"))
-                            bad_count += 1
-                            if bad_first is None:
-                                bad_first = line_no + i
-                if parts and (parts[0].endswith("\r") or parts[-1].endswith("\r")):
-                    parts = [p[:-1] if p.endswith("\r") else p for p in parts]
-                yield line_no, parts
-                line_no += len(parts)
-        if bad_count:
+                    parts.append(raw.decode("utf-8", errors="replace"))
+                    bad.append(first + i)
             self.notes.append(
-                f"{bad_count} line(s) not UTF-8, read with replacement characters "
-                f"(first at line {bad_first})"
+                f"{len(bad)} line(s) not UTF-8, read with replacement characters "
+                f"(first at line {bad[0]})"
             )
+        if parts and (parts[0].endswith("\r") or parts[-1].endswith("\r")):
+            parts = [p[:-1] if p.endswith("\r") else p for p in parts]
+        return parts
+
+    def lines(self, chunk_bytes: int = 16 << 20) -> Iterator[tuple[int, list[str]]]:
+        """Yields (first_line_number, [str]) chunks: line_chunks decoded by decode_lines."""
+        for first, data in self.line_chunks(chunk_bytes):
+            yield first, self.decode_lines(data, first)
 
     # -- the ledger
 
