@@ -110,7 +110,7 @@ def _extend(pk, reps: int, idle_us: int = 1_000_000):
     out = list(pk[: hi + 1])
     for r in range(1, reps + 1):
         for t, b, c in loop:
-            out.append((t + r * span, _shift(b, c, r * c_len, r * s_len), c))
+            out.append((t + r * span, _shift(_new_ids(b, r), c, r * c_len, r * s_len), c))
     for t, b, c in pk[hi + 1 :]:
         out.append((t + reps * span, _shift(b, c, reps * c_len, reps * s_len), c))
     return out
@@ -125,6 +125,29 @@ def _tcp(b: bytes):
         l4, end = l3 + (b[l3] & 0x0F) * 4, l3 + struct.unpack_from(">H", b, l3 + 2)[0]
     doff = (b[l4 + 12] >> 4) * 4
     return l4, end, b[l4 + 13], end - l4 - doff
+
+
+def _new_ids(b: bytes, r: int) -> bytes:
+    """Gives the OCPP-J messages of repetition r their own unique ids (as a charger would):
+    the first 4 hex digits of each id become r, re-masked for client frames."""
+    _l4, end, _f, n = _tcp(b)
+    p = end - n
+    out = bytearray(b)
+    while p + 2 <= end:
+        b1 = out[p + 1]
+        ln, q = b1 & 0x7F, p + 2
+        if ln == 126:
+            ln, q = struct.unpack_from(">H", out, p + 2)[0], p + 4
+        key = bytes(out[q : q + 4]) if b1 & 0x80 else b"\0\0\0\0"
+        q += 4 if b1 & 0x80 else 0
+        if out[p] & 0x0F != 1 or q + ln > end:
+            break
+        text = bytes(x ^ key[i % 4] for i, x in enumerate(out[q : q + ln]))
+        if text[:1] == b"[" and text[3:4] == b'"':
+            text = text[:4] + b"%04x" % (r & 0xFFFF) + text[8:]
+            out[q : q + ln] = bytes(x ^ key[i % 4] for i, x in enumerate(text))
+        p = q + ln
+    return bytes(out)
 
 
 def _payload(b: bytes) -> bytes:
