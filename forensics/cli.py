@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.exceptions import TyperException
 
 from forensics import __version__, pipeline, render, store, verdict
 from forensics.errors import ForensicsError, UsageError
@@ -34,6 +35,18 @@ app.add_typer(rules_app, name="rules")
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 220)
 err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 220)
 STATE = {"verbose": False}
+
+
+MaxMembers = Annotated[
+    int, typer.Option("--max-members", help="Cap on files unpacked from one bundle.")
+]
+MaxGb = Annotated[float, typer.Option("--max-gb", help="Cap on bytes unpacked from one bundle.")]
+
+
+def _limits(max_members: int, max_gb: float):
+    from forensics.intake import Limits
+
+    return Limits(max_members=max_members, max_total_bytes=int(max_gb * (1 << 30)))
 
 
 class Fmt(StrEnum):
@@ -114,10 +127,14 @@ def triage(
     rules_dir: Annotated[
         list[Path] | None, typer.Option("--rules", help="Extra rule folder.")
     ] = None,
+    max_members: MaxMembers = 20_000,
+    max_gb: MaxGb = 32.0,
 ) -> None:
     """Ingest, analyze and print the verdict, in one command."""
     with progress_bar("ingest") as update:
-        res = pipeline.triage(bundle, out_dir, timezone, charger, rules_dir, update)
+        res = pipeline.triage(
+            bundle, out_dir, timezone, charger, rules_dir, update, _limits(max_members, max_gb)
+        )
     _ingest_summary(res.report)
     for run in res.runs:
         if run.status != "ok":
@@ -175,13 +192,16 @@ def ingest(
     charger: Annotated[
         str | None, typer.Option(help="Charger id for single-charger files.")
     ] = None,
+    max_members: MaxMembers = 20_000,
+    max_gb: MaxGb = 32.0,
 ) -> None:
     """Add evidence to a case database (files already in it are skipped)."""
     from forensics import ingest as ingest_mod
 
     with progress_bar("ingest") as update:
         work = case.with_suffix(".work")
-        report = ingest_mod.ingest(bundle, case, work, timezone, charger, progress=update)
+        limits = _limits(max_members, max_gb)
+        report = ingest_mod.ingest(bundle, case, work, timezone, charger, limits, update)
     _ingest_summary(report)
     out.print(
         f"{report.files} files: {report.parsed} parsed, {report.records} records, "
@@ -415,12 +435,10 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("aborted")
         sys.exit(130)
+    except TyperException as exc:  # typer's own click: wrong option, missing argument
+        exc.show()
+        sys.exit(2)
     except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(2)
         if STATE["verbose"]:
             raise
         err.print(f"[red]error:[/] internal error: {type(exc).__name__}: {escape(str(exc))}")

@@ -61,7 +61,7 @@ class _Budget:
         if self.total > self.limits.max_total_bytes:
             raise IntakeError(
                 f"{where}: bundle unpacks to more than {self.limits.max_total_bytes >> 20} MiB",
-                hint="the archive may be a decompression bomb; check it before raising the cap",
+                hint="the archive may be a decompression bomb; check it, then raise --max-gb",
             )
 
 

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from forensics import derive, ingest, report_html, rules, store, verdict
+from forensics import derive, ingest, intake, report_html, rules, store, verdict
 from forensics.errors import IntakeError
 from forensics.render import markdown
 
@@ -46,6 +46,7 @@ def triage(
     charger_id: str | None = None,
     rule_dirs: list[Path] | None = None,
     progress=None,
+    limits: intake.Limits | None = None,
 ) -> TriageResult:
     """Ingests the inputs into a fresh case in `out_dir`, analyses, writes findings.json
     and report.md there, and returns the verdict document."""
@@ -57,7 +58,7 @@ def triage(
         stale.unlink(missing_ok=True)
     work = out_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
-    report = ingest.ingest(inputs, case_path, work, timezone, charger_id, progress=progress)
+    report = ingest.ingest(inputs, case_path, work, timezone, charger_id, limits, progress)
     if report.records == 0:
         raise IntakeError(
             f"{', '.join(p.name for p in inputs)}: no readable evidence "

@@ -79,6 +79,9 @@ def test_text_output_and_markdown(tmp_path):
     assert "csms-ocpp.jsonl line" in proc.stdout
     md = (tmp_path / "report.md").read_text()
     assert md.startswith("## charger-forensics: cause found") and "`backend.outage`" in md
+    page = (tmp_path / "report.html").read_text()
+    assert "<code>backend.outage</code>" in page and "Plotly.newPlot" in page
+    assert "csms-ocpp.jsonl" in page  # evidence listed, and in the chart's hover text
 
 
 def test_inconclusive_exit_code_and_missing_data(tmp_path):
