@@ -206,6 +206,7 @@ def ingest(
     out.print(
         f"{report.files} files: {report.parsed} parsed, {report.records} records, "
         f"{report.rejects} rejects, {report.already_in_case} already in the case, "
+        f"{report.duplicates} duplicates, "
         f"{len(report.unrecognised)} unrecognised, {len(report.refused)} refused, "
         f"{len(report.failed)} failed → {case}"
     )

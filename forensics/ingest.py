@@ -38,6 +38,7 @@ class IngestReport:
     records: int = 0
     rejects: int = 0
     already_in_case: int = 0
+    duplicates: int = 0  # same bytes as another file of this ingest
     unrecognised: list[str] = field(default_factory=list)
     refused: list[tuple[str, str]] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
@@ -103,7 +104,7 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> Ing
             continue
         if sha in seen_now:
             _evidence_only(con, bf, sha, size, None, "duplicate", f"same bytes as {seen_now[sha]}")
-            known.add(sha)
+            report.duplicates += 1
             continue
         seen_now[sha] = bf.display
         if manifest.is_manifest(bf.display):
