@@ -1,5 +1,7 @@
 """`manifest.toml`: case id and title, timezone for local-time logs, default charger, and
-per-file overrides (timezone, charger_id, format)."""
+per-file overrides (timezone, charger_id, format). Any other key of `[defaults]` or of a
+`[files."<path>"]` entry (bitrate, side, modules ...) reaches the parser as context extra,
+the per-file value winning."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ class Manifest:
     title: str | None = None
     timezone: str | None = None
     charger_id: str | None = None
+    defaults: dict = field(default_factory=dict)  # other [defaults] keys, e.g. bitrate
     files: dict[str, dict] = field(default_factory=dict)
     source: str | None = None  # the manifest's path in the bundle
 
@@ -33,7 +36,11 @@ class Manifest:
             timezone=tz or entry.get("timezone") or self.timezone,
             charger_id=charger or entry.get("charger_id") or self.charger_id,
             format=entry.get("format"),
-            extra={k: v for k, v in entry.items() if k not in {"timezone", "charger_id", "format"}},
+            extra={
+                k: v
+                for k, v in (self.defaults | entry).items()
+                if k not in {"timezone", "charger_id", "format"}
+            },
         )
 
 
@@ -56,6 +63,7 @@ def load(path: Path, display: str) -> Manifest:
         title=case.get("title"),
         timezone=case.get("timezone") or defaults.get("timezone"),
         charger_id=defaults.get("charger_id"),
+        defaults=dict(defaults),
         files={str(k): dict(v) for k, v in doc.get("files", {}).items()},
         source=display,
     )
