@@ -38,13 +38,23 @@ def run_route(route: str, capture: Path, work: Path) -> dict:
     p = subprocess.Popen([PY, __file__, "--route", route, "--capture", str(capture), "--workdir", str(work)],
                          stdout=subprocess.PIPE)  # fmt: skip
     out = p.stdout.read()
-    _pid, status, ru = os.wait4(p.pid, 0)
+    _pid, status, _ru = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     if status != 0:
         raise SystemExit(f"route {route} failed ({status})")
     res = json.loads(out.decode().strip().splitlines()[-1])
-    res.update(route=route, wall_s=round(wall, 3), rss_mb=round(ru.ru_maxrss / 1024, 1))
+    # VmHWM of the child's own address space: ru_maxrss would carry the parent's RSS over
+    # fork+exec and inflate small routes
+    res.update(route=route, wall_s=round(wall, 3), rss_mb=res.pop("hwm_mb"))
     return res
+
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
 
 
 # ---------------------------------------------------------------- routes (child side)
@@ -195,7 +205,8 @@ def main() -> None:
     a = ap.parse_args()
     a.workdir.mkdir(parents=True, exist_ok=True)
     if a.route:  # child
-        print(json.dumps(ROUTES[a.route](a.capture, a.workdir)))
+        res = ROUTES[a.route](a.capture, a.workdir)
+        print(json.dumps({**res, "hwm_mb": _hwm_mb()}))
         return
     cap, n = make_capture(a.workdir, a.packets)
     size_mb = cap.stat().st_size / 1e6
