@@ -45,7 +45,11 @@ def run_route(route: str, capture: Path, work: Path) -> dict:
     res = json.loads(out.decode().strip().splitlines()[-1])
     # VmHWM of the child's own address space: ru_maxrss would carry the parent's RSS over
     # fork+exec and inflate small routes
-    res.update(route=route, wall_s=round(wall, 3), rss_mb=res.pop("hwm_mb"))
+    res.update(
+        route=route,
+        wall_s=round(wall, 3),
+        rss_mb=max(res.pop("hwm_mb"), res.get("tshark_rss_mb", 0)),
+    )
     return res
 
 
@@ -109,14 +113,16 @@ def route_tshark(capture: Path, work: Path) -> dict:
         cmd += ["-e", f]
     t = time.perf_counter()
     with open(csv, "wb") as out:
-        subprocess.run(cmd, stdout=out, stderr=subprocess.DEVNULL, check=True)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        _pid, _status, ru = os.wait4(proc.pid, 0)
     t_csv = time.perf_counter() - t
     db = work / "tshark.duckdb"
     db.unlink(missing_ok=True)
     con = duckdb.connect(str(db))
     con.execute(f"CREATE TABLE p AS SELECT * FROM read_csv('{csv}', header=true, all_varchar=true)")
     rows = con.execute("SELECT count(*) FROM p").fetchone()[0]
-    return {"s": time.perf_counter() - t, "tshark_s": t_csv, "rows": rows}
+    return {"s": time.perf_counter() - t, "tshark_s": t_csv, "rows": rows,
+            "tshark_rss_mb": round(ru.ru_maxrss / 1024, 1)}  # fmt: skip
 
 
 def route_dpkt(capture: Path, work: Path) -> dict:
