@@ -150,3 +150,32 @@ def test_vectorised_path_agrees_frame_for_frame(tmp_path, ingest_files, ext):
     for sql in q:
         assert rows(fast, sql) == rows(ref, sql), sql
     assert rows(fast, "SELECT count(*) FROM can_frames")[0][0] >= 2990
+
+
+def test_trc_vectorised_path_agrees_frame_for_frame(tmp_path, ingest_files):
+    """TRC 2.1: python-can's data frames, broken lines, and the hand-written PEAK lines
+    (errors, status, counters, FD, remote) spliced in mid-file, fast path = reference."""
+    from pathlib import Path
+
+    path = tmp_path / "v.trc"
+    _write(path, _messages(3000, remote=False, fd=False))
+    lines = path.read_bytes().split(b"\n")
+    lines[100] = b"broken line"
+    lines[2000] = lines[2000][:-3]
+    lines[2500] = lines[2500].replace(b" DT ", b" XX ")
+    lines[2600] = lines[2600].replace(b"Rx", b"Tx")
+    peak = (Path(__file__).parent / "fixtures" / "can" / "peak_v2_1.trc").read_bytes()
+    body = [ln for ln in peak.split(b"\n") if ln.strip() and not ln.lstrip().startswith(b";")]
+    data = b"\n".join(lines[:1500] + body + lines[1500:])
+    q = ("SELECT loc, epoch_us(ts), channel, arbitration_id, flags, dlc, data FROM can_frames ORDER BY loc",
+         "SELECT * EXCLUDE (file_id) FROM can_errors ORDER BY loc",
+         "SELECT locator, reason FROM rejects ORDER BY 1",
+         "SELECT kind, ts, locator FROM events ORDER BY ts, kind, locator")  # fmt: skip
+    _, fast = ingest_files({path.name: data}, charger_id="CP-1")
+    manifest = f'[files."{path.name}"]\ncan_fast = false\n'
+    _, ref = ingest_files({path.name: data, "manifest.toml": manifest}, charger_id="CP-1")
+    for sql in q:
+        assert rows(fast, sql) == rows(ref, sql), sql
+    assert rows(fast, "SELECT count(*) FROM can_frames")[0][0] >= 2990
+    assert len(rows(fast, "SELECT * FROM can_errors")) >= 4
+    assert len(rows(fast, "SELECT * FROM rejects")) >= 3

@@ -216,7 +216,12 @@ class TrcLog(Parser):
         """Fills can_frames/can_errors (ts UTC us) and the derived bus and module events."""
         w = CanWriter(src, sink, "trc", "line")
         st = TrcState(src, w)
-        for first, lines in src.lines():
-            for i, line in enumerate(lines):
-                st.feed(first + i, line)
+        if (src.context.extra or {}).get("can_fast", True):
+            from forensics.parsers.can import fastpath_trc
+
+            fastpath_trc.parse_trc(src, st)
+        else:
+            for first, lines in src.lines():
+                for i, line in enumerate(lines):
+                    st.feed(first + i, line)
         w.finish()
