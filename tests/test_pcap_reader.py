@@ -277,3 +277,50 @@ def test_parser_counts_into_duckdb():
     assert rows[0][2:] == ("established", "ShADadFf")
     assert ("127.0.0.1", 47003, "refused", "Sr") in rows
     assert isinstance(con, duckdb.DuckDBPyConnection)
+
+
+def test_dns_answers_and_errors():
+    src, con = parse_into_memory(FIX / "dns.pcapng")
+    assert src.records_seen == 6
+    rows = con.execute(
+        "SELECT qname, rcode_name, answers, client_ip, locator FROM dns_answers ORDER BY ts"
+    ).fetchall()
+    assert rows == [
+        ("csms.test", "NOERROR", ["127.0.0.1"], "127.0.0.31", "frame 2"),
+        ("csms.tset", "NXDOMAIN", [], "127.0.0.31", "frame 4"),
+        ("ocpp.broken.test", "SERVFAIL", [], "127.0.0.31", "frame 6"),
+    ]
+    events = con.execute("SELECT kind, code, locator FROM events ORDER BY ts").fetchall()
+    assert events == [("dns.error", "NXDOMAIN", "frame 4"), ("dns.error", "SERVFAIL", "frame 6")]
+
+
+def test_damaged_files_through_ingest(tmp_path):
+    """A truncated capture, one with a corrupt block in the middle and a text file named
+    .pcap, as a field bundle: clear evidence rows, every good packet kept."""
+    from forensics import ingest
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    ng = raw("lo_tcp.pcapng")
+    (bundle / "cut.pcapng").write_bytes(ng[: block_offsets(ng)[-2] + 20])
+    bad = bytearray(ng)
+    bad[1368 + 4 : 1368 + 8] = b"\x03\x00\x00\x00"
+    (bundle / "corrupt.pcapng").write_bytes(bytes(bad))
+    (bundle / "export.pcap").write_text("No.  Time  Source  Destination  Protocol\n" * 20)
+    ingest.ingest([bundle], tmp_path / "case.duckdb", tmp_path / "work")
+    con = store.connect(tmp_path / "case.duckdb", read_only=True)
+    ev = con.execute(
+        "SELECT path, kind, status, records_parsed, records_rejected, message FROM evidence "
+        "ORDER BY path"
+    ).fetchall()
+    assert ev[0][:5] == ("corrupt.pcapng", "pcap", "partial", 22, 1)
+    assert ev[1][:5] == ("cut.pcapng", "pcap", "partial", 22, 1)
+    assert ev[2][:3] == ("export.pcap", None, "unrecognised")
+    rej = con.execute(
+        "SELECT e.path, r.locator, r.reason, r.detail FROM rejects r JOIN evidence e USING (file_id) "
+        "ORDER BY e.path"
+    ).fetchall()
+    assert rej[0][:3] == ("corrupt.pcapng", "offset 1368", "pcapng.corrupt_block")
+    assert "skipped 128 bytes to the next valid block at offset 1496" in rej[0][3]
+    assert rej[1][:3] == ("cut.pcapng", "frame 23", "pcap.truncated_record")
+    assert con.execute("SELECT sum(packets) FROM capture_info").fetchone() == (44,)
