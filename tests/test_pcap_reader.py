@@ -25,6 +25,7 @@ from forensics.parsers.pcap.parser import PcapParser
 from forensics.parsers.pcap.reader import CaptureReader
 
 FIX = Path(__file__).parent / "fixtures" / "pcap"
+ROOT = Path(__file__).resolve().parents[1]
 # fixture -> (packets, link types) as tshark counts them
 CAPTURES = {
     "lo_tcp.pcap": (23, {1}),
@@ -243,7 +244,7 @@ def test_rare_blocks_spb_pb_nrb_isb_tsresol_and_big_endian_section():
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    st.sampled_from(["lo_tcp.pcap", "lo_tcp.pcapng", "any_sll2.pcapng"]),
+    st.sampled_from(["lo_tcp.pcap", "lo_tcp.pcapng", "any_sll2.pcapng", "dns.pcapng"]),
     st.integers(min_value=0, max_value=3000),
     st.binary(min_size=0, max_size=300),
     st.integers(min_value=0, max_value=3000),
@@ -324,3 +325,27 @@ def test_damaged_files_through_ingest(tmp_path):
     assert "skipped 128 bytes to the next valid block at offset 1496" in rej[0][3]
     assert rej[1][:3] == ("cut.pcapng", "frame 23", "pcap.truncated_record")
     assert con.execute("SELECT sum(packets) FROM capture_info").fetchone() == (44,)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["pcap-healthy", "pcap-client-cert", "pcap-wrong-url"]),
+    st.lists(
+        st.tuples(st.integers(min_value=0, max_value=20000), st.integers(1, 255)), max_size=40
+    ),
+)
+def test_flipped_bytes_in_tls_and_websocket_payloads_never_raise(tmp_path_factory, bundle, flips):
+    """Bytes flipped anywhere in real TLS/WebSocket/OCPP captures: the parser keeps going."""
+    data = bytearray((ROOT / "sample_traces" / bundle / "capture.pcapng").read_bytes())
+    for pos, x in flips:
+        p = 28 + pos % (len(data) - 28)
+        data[p] ^= x
+    path = tmp_path_factory.mktemp("f") / "capture.pcapng"
+    path.write_bytes(bytes(data))
+    try:
+        src, con = parse_into_memory(path)
+    except ParserGaveUp:
+        return
+    info = con.execute("SELECT packets FROM capture_info").fetchone()[0]
+    ocpp = con.execute("SELECT count(*) FROM ocpp_messages").fetchone()[0]
+    assert src.records_seen == info + ocpp

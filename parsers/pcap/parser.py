@@ -10,6 +10,9 @@ OCPP code path (`ocpp_frames.store_frames`).
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 
 from forensics.parsers.base import Magic, Parser, Sink, Source, register
@@ -48,6 +51,7 @@ class Capture:
         self.touched: set[int] = set()  # WebSocket flows that got payload in this chunk
         self.ocpp_ready: list[dict] = []  # OCPP frames whose charger is known (ws path)
         self.ocpp_staged = 0
+        self.malformed: list[tuple[int, str]] = []  # (frame, error) where payload parsing stopped
 
     def feed(self, chunk) -> None:
         pk = decode(chunk)
@@ -109,7 +113,14 @@ class Capture:
             )
         ):
             h = handlers[g]
-            h.feed(dd, s, buf[o : o + n], frames[j], tss[j])
+            try:
+                h.feed(dd, s, buf[o : o + n], frames[j], tss[j])
+            except (IndexError, ValueError, KeyError, struct.error, zlib.error) as exc:
+                # payload that breaks the protocol parser: stop following this flow (its
+                # TCP state goes on) and say where, in the evidence notes
+                self.app[g] = APP_OTHER
+                self.malformed.append((frames[j], f"{type(exc).__name__}: {exc}"[:120]))
+                continue
             kind = self.app[g]
             if kind == APP_HTTP:
                 self.touched.add(g)

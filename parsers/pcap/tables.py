@@ -148,6 +148,12 @@ def write(src, sink, cap, reader) -> None:
     sink.append("capture_info", pa.table(info))
     if cap.fragments:
         src.notes.append(f"{cap.fragments} IP fragments (not reassembled)")
+    if cap.malformed:
+        frame, err = cap.malformed[0]
+        src.notes.append(
+            f"payload parsing stopped on {len(cap.malformed)} flow(s) with malformed TLS/HTTP/"
+            f"WebSocket data (first at frame {frame}: {err})"
+        )
     if cap.dns.malformed:
         src.notes.append(f"{cap.dns.malformed} DNS responses could not be decoded")
     staged = stage_ocpp(src, sink, cap.ocpp_ready + ocpp)
