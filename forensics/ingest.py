@@ -12,6 +12,7 @@ import hashlib
 import logging
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +75,7 @@ def ingest(
 
 def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> IngestReport:
     report = IngestReport()
+    recover(con)
     files = intake.collect(inputs, workdir, limits)
     known = {
         r[0] for r in con.execute("SELECT sha256 FROM evidence WHERE sha256 IS NOT NULL").fetchall()
@@ -136,33 +138,38 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> Ing
 
 
 def ingest_file(con: duckdb.DuckDBPyConnection, p: _Planned, report: IngestReport) -> None:
-    """Parses one file inside one transaction; on failure the case is left as it was."""
+    """Parses one file; on failure the case is left as it was.
+
+    The parser's inserts commit as they go (DuckDB keeps a transaction's uncommitted data
+    in memory, so one transaction per file would make memory grow with the file). All of a
+    file's rows carry its file_id, and the evidence row says 'parsing' until the end: a
+    failure deletes the file's rows in one transaction (discard_file), and an ingest that
+    was killed mid-file is cleaned up the same way by the next one (recover).
+    """
     parser = p.parser()
     src = Source(p.bf.path, p.bf.display, p.context)
     con.execute("BEGIN TRANSACTION")
     fid = _evidence_row(con, p.bf, p.sha256, p.size, parser.kind, "parsing", "", parser)
+    con.execute("COMMIT")
     sink = Sink(con, fid, set(store.table_names(con)))
     try:
         parser.parse(src, sink)
         close_frames(src, sink)  # OCPP frames staged by any parser (log or capture)
     except ParserGaveUp as exc:
-        con.execute("ROLLBACK")
+        discard_file(con, fid, "unrecognised", str(exc))
         report.unrecognised.append(p.bf.display)
-        _evidence_only(con, p.bf, p.sha256, p.size, parser.kind, "unrecognised", str(exc), parser)
         return
     except (FormatError, ValueError, OSError, EOFError, duckdb.Error) as exc:
         # Input we could not read at all (e.g. an inventory without a header).
-        con.execute("ROLLBACK")
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+        discard_file(con, fid, "failed", msg)
         report.failed.append((p.bf.display, msg))
-        _evidence_only(con, p.bf, p.sha256, p.size, parser.kind, "failed", msg, parser)
         log.debug("parse of %s failed", p.bf.display, exc_info=True)
         return
     except Exception as exc:  # a bug in our parser: keep going, say so loudly
-        con.execute("ROLLBACK")
         msg = f"internal error in parser {parser.name}: {type(exc).__name__}: {exc}"
+        discard_file(con, fid, "failed", msg[:300])
         report.failed.append((p.bf.display, msg.splitlines()[0][:300]))
-        _evidence_only(con, p.bf, p.sha256, p.size, parser.kind, "failed", msg[:300], parser)
         log.warning("%s: %s\n%s", p.bf.display, msg, traceback.format_exc())
         return
     if src.rejects:
@@ -181,10 +188,41 @@ def ingest_file(con: duckdb.DuckDBPyConnection, p: _Planned, report: IngestRepor
         "WHERE file_id = ?",
         [src.records_seen, len(src.rejects), status, src.notes, fid],
     )
-    con.execute("COMMIT")
     report.parsed += 1
     report.records += src.records_seen
     report.rejects += len(src.rejects)
+
+
+def discard_file(con: duckdb.DuckDBPyConnection, fid: int, status: str, message: str) -> None:
+    """Deletes every row a file contributed (all tables with a file_id column) and its
+    parser's scratch tables, and records why, in one transaction."""
+    with suppress(duckdb.Error):
+        con.execute("ROLLBACK")  # a parser may have left a transaction open
+    for (name,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE starts_with(table_name, '_')"
+    ).fetchall():
+        con.execute(f'DROP TABLE IF EXISTS "{name}"')
+    tables = con.execute(
+        """SELECT DISTINCT table_name FROM duckdb_columns()
+           WHERE column_name = 'file_id' AND NOT internal AND table_name <> 'evidence'
+             AND schema_name = 'main'"""
+    ).fetchall()
+    con.execute("BEGIN TRANSACTION")
+    for (table,) in tables:
+        con.execute(f'DELETE FROM "{table}" WHERE file_id = ?', [fid])
+    con.execute(
+        "UPDATE evidence SET status = ?, message = ?, records_parsed = 0, records_rejected = 0 "
+        "WHERE file_id = ?",
+        [status, message, fid],
+    )
+    con.execute("COMMIT")
+
+
+def recover(con: duckdb.DuckDBPyConnection) -> None:
+    """Cleans up files an earlier ingest left half-done (killed mid-file)."""
+    for (fid,) in con.execute("SELECT file_id FROM evidence WHERE status = 'parsing'").fetchall():
+        discard_file(con, fid, "failed", "ingest was interrupted; ingest the bundle again")
+        con.execute("UPDATE evidence SET sha256 = NULL WHERE file_id = ?", [fid])
 
 
 def _evidence_row(con, bf, sha, size, kind, status, message, parser=None) -> int:

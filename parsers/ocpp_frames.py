@@ -236,16 +236,21 @@ WITH g AS (
       AS dir
   FROM _ocpp_parsed p LEFT JOIN _versions v USING (charger_id)
   WHERE p.reject IS NULL),
-calls AS (SELECT seq, charger_id, unique_id, action, ts, dir FROM g WHERE message_type = 2),
-res AS (SELECT seq, charger_id, unique_id, ts FROM g WHERE message_type IN (3, 4)),
--- Unique ids are nearly always unique per charger, so a hash join plus "latest earlier
--- CALL" is cheaper than an ASOF join.
+-- Each result belongs to the latest earlier CALL of its charger and unique id (a window over
+-- the group, linear even when a charger reuses ids); a CALL's latency is to its first result.
+grp AS (
+  SELECT seq, message_type, ts,
+         last_value(CASE WHEN message_type = 2 THEN seq END IGNORE NULLS) OVER w AS c_seq
+  FROM g
+  WINDOW w AS (PARTITION BY charger_id, unique_id ORDER BY seq
+               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+),
+calls AS (SELECT seq, action, ts, dir FROM g WHERE message_type = 2),
 pairs AS (
   SELECT r.seq AS r_seq, c.seq AS c_seq, c.action, c.dir AS call_dir,
          date_diff('microsecond', c.ts, r.ts) / 1000.0 AS ms
-  FROM res r JOIN calls c
-    ON r.charger_id = c.charger_id AND r.unique_id = c.unique_id AND r.seq > c.seq
-  QUALIFY row_number() OVER (PARTITION BY r.seq ORDER BY c.seq DESC) = 1
+  FROM grp r JOIN calls c ON c.seq = r.c_seq
+  WHERE r.message_type IN (3, 4)
 ),
 first_pair AS (SELECT * FROM pairs QUALIFY row_number() OVER (PARTITION BY c_seq ORDER BY r_seq) = 1)
 SELECT g.seq, g.ts, g.charger_id, g.message_type, g.unique_id,

@@ -31,6 +31,10 @@ LIFECYCLE = {
 }
 
 
+# A normal closure (1000) or going away (1001) is an orderly end, not a failed exchange.
+CLEAN = "ev = 'disconnected' AND code IN ('1000', '1001')"
+
+
 def _case(index: int) -> str:
     return (
         "CASE ev "
@@ -107,7 +111,8 @@ class OcppJsonl(Parser):
         n = con.execute(
             f"""INSERT INTO events BY NAME
                 SELECT ts, charger_id, 'backend' AS channel, {_case(1)} AS layer,
-                       {_case(0)} AS kind, {_case(2)} AS severity, code,
+                       CASE WHEN {CLEAN} THEN 'ws.close' ELSE {_case(0)} END AS kind,
+                       CASE WHEN {CLEAN} THEN 'info' ELSE {_case(2)} END AS severity, code,
                        json_object('reason', reason) AS detail,
                        $fid AS file_id, 'line ' || line AS locator
                 FROM _jsonl WHERE reject IS NULL AND frame IS NULL

@@ -53,7 +53,7 @@ WITH a AS (
     nullif(regexp_extract(text, $ts_re, 1), '') AS ts_s,
     coalesce(nullif(regexp_extract(text, $frame_re, 1), ''),
              nullif(regexp_extract(text, $frame_cut_re, 1), '')) AS frame
-  FROM _lines
+  FROM _lines WHERE trim(text) <> ''
 ), b AS (
   SELECT *, CASE WHEN frame IS NOT NULL THEN left(text, strpos(text, frame) - 1) ELSE text END
            AS prefix
@@ -105,9 +105,12 @@ class OcppText(Parser):
             n = con.execute(
                 """INSERT INTO events BY NAME
                    SELECT ts, charger_id, 'backend' AS channel, 'websocket' AS layer,
-                          life AS kind,
-                          CASE life WHEN 'ws.disconnect' THEN 'warning' ELSE 'info' END
-                            AS severity,
+                          CASE WHEN life = 'ws.disconnect' AND code IN ('1000', '1001')
+                               THEN 'ws.close' ELSE life END AS kind,
+                          CASE WHEN life = 'ws.disconnect' AND code NOT IN ('1000', '1001')
+                               THEN 'warning'
+                               WHEN life = 'ws.disconnect' AND code IS NULL THEN 'warning'
+                               ELSE 'info' END AS severity,
                           code, json_object('text', left(text, 200)) AS detail,
                           $fid AS file_id, 'line ' || line AS locator
                    FROM _txt WHERE life IS NOT NULL AND ts IS NOT NULL

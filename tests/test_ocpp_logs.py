@@ -167,3 +167,31 @@ def test_text_log_any_lines_never_crash(ingest_files, noise):
     assert (
         parsed == stored + lifecycle and rejected == rows(con, "SELECT count(*) FROM rejects")[0][0]
     )
+
+
+def test_reused_unique_ids_pair_with_the_latest_call(ingest_files):
+    lines = []
+    for n in range(3):  # a charger that numbers every message "1"
+        lines.append(jl(f"2026-06-01T12:0{n}:00.000Z", [2, "1", "Heartbeat", {}]))
+        lines.append(
+            jl(f"2026-06-01T12:0{n}:00.{100 * (n + 1):03d}Z", [3, "1", {"currentTime": "x"}])
+        )
+    lines.append(jl("2026-06-01T12:05:00Z", [3, "1", {"currentTime": "x"}]))  # a stray duplicate
+    _, con = ingest_files({"a.jsonl": "\n".join(lines)})
+    assert rows(con, "SELECT seq, response_ms FROM ocpp_messages WHERE message_type = 2 "
+                "ORDER BY seq") == [(0, 100.0), (2, 200.0), (4, 300.0)]  # fmt: skip
+    assert rows(con, "SELECT count(*) FROM ocpp_messages WHERE action = 'Heartbeat'") == [(7,)]
+
+
+def test_clean_close_is_not_a_disconnect(ingest_files):
+    lines = [
+        jl("2026-06-01T12:00:00Z", event="disconnected", code=1000),
+        jl("2026-06-01T12:01:00Z", event="disconnected", code=1006),
+        jl("2026-06-01T12:02:00Z", event="disconnected"),
+    ]
+    _, con = ingest_files({"a.jsonl": "\n".join(lines)})
+    assert rows(con, "SELECT kind, severity FROM events ORDER BY ts") == [
+        ("ws.close", "info"),
+        ("ws.disconnect", "warning"),
+        ("ws.disconnect", "warning"),
+    ]
