@@ -41,6 +41,10 @@ MaxMembers = Annotated[
     int, typer.Option("--max-members", help="Cap on files unpacked from one bundle.")
 ]
 MaxGb = Annotated[float, typer.Option("--max-gb", help="Cap on bytes unpacked from one bundle.")]
+Deep = Annotated[
+    bool,
+    typer.Option("--deep", help="Dissect captures with tshark too (automatic with a key log)."),
+]
 
 
 def _limits(max_members: int, max_gb: float):
@@ -129,12 +133,12 @@ def triage(
     ] = None,
     max_members: MaxMembers = 20_000,
     max_gb: MaxGb = 32.0,
+    deep: Deep = False,
 ) -> None:
     """Ingest, analyze and print the verdict, in one command."""
+    limits = _limits(max_members, max_gb)
     with progress_bar("ingest") as update:
-        res = pipeline.triage(
-            bundle, out_dir, timezone, charger, rules_dir, update, _limits(max_members, max_gb)
-        )
+        res = pipeline.triage(bundle, out_dir, timezone, charger, rules_dir, update, limits, deep)
     _ingest_summary(res.report)
     for run in res.runs:
         if run.status != "ok":
@@ -194,6 +198,7 @@ def ingest(
     ] = None,
     max_members: MaxMembers = 20_000,
     max_gb: MaxGb = 32.0,
+    deep: Deep = False,
 ) -> None:
     """Add evidence to a case database (files already in it are skipped)."""
     from forensics import ingest as ingest_mod
@@ -201,7 +206,8 @@ def ingest(
     with progress_bar("ingest") as update:
         work = case.with_suffix(".work")
         limits = _limits(max_members, max_gb)
-        report = ingest_mod.ingest(bundle, case, work, timezone, charger, limits, update)
+        options = {"deep": True} if deep else None
+        report = ingest_mod.ingest(bundle, case, work, timezone, charger, limits, update, options)
     _ingest_summary(report)
     out.print(
         f"{report.files} files: {report.parsed} parsed, {report.records} records, "

@@ -63,17 +63,20 @@ def ingest(
     charger_id: str | None = None,
     limits: intake.Limits | None = None,
     progress: Progress | None = None,
+    options: dict | None = None,
 ) -> IngestReport:
-    """Adds the inputs' files to the case at `case_path`; returns counts and refusals."""
+    """Adds the inputs' files to the case at `case_path`; returns counts and refusals.
+
+    `options` reach every parser as context extra (e.g. {"deep": True} for tshark)."""
     manifest.check_timezone(timezone, "--timezone")
     con = store.connect(case_path)
     try:
-        return _ingest(con, inputs, workdir, timezone, charger_id, limits, progress)
+        return _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, options)
     finally:
         con.close()
 
 
-def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> IngestReport:
+def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, options):
     report = IngestReport()
     recover(con)
     files = intake.collect(inputs, workdir, limits)
@@ -114,6 +117,7 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress) -> Ing
             report.parsed += 1
             continue
         ctx = mf.context_for(bf.display, timezone, charger_id)
+        ctx.extra.update(options or {})
         cls = detect(FileHead(bf.display, read_head(bf.path)), ctx.format)
         plan.append(_Planned(bf, sha, size, cls, ctx))
 

@@ -47,6 +47,7 @@ def triage(
     rule_dirs: list[Path] | None = None,
     progress=None,
     limits: intake.Limits | None = None,
+    deep: bool = False,
 ) -> TriageResult:
     """Ingests the inputs into a fresh case in `out_dir`, analyses, writes findings.json
     and report.md there, and returns the verdict document."""
@@ -58,7 +59,8 @@ def triage(
         stale.unlink(missing_ok=True)
     work = out_dir / "work"
     shutil.rmtree(work, ignore_errors=True)
-    report = ingest.ingest(inputs, case_path, work, timezone, charger_id, limits, progress)
+    options = {"deep": True} if deep else None
+    report = ingest.ingest(inputs, case_path, work, timezone, charger_id, limits, progress, options)
     if report.records == 0:
         raise IntakeError(
             f"{', '.join(p.name for p in inputs)}: no readable evidence "
