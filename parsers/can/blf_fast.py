@@ -86,13 +86,19 @@ def _frames(buf: np.ndarray, p: np.ndarray, loc: np.ndarray, offset_us: int) -> 
     )
     return pa.Table.from_arrays(
         [
-            pa.array(loc, pa.int64()),
-            pa.array(ts, pa.int64()).cast(pa.timestamp("us")),
-            pa.array(ch).cast(pa.string()),
-            pa.array(cid & np.uint64(0x1FFFFFFF)).cast(pa.uint32()),
-            pa.array(flags, pa.uint8()),
-            pa.array(dlc, pa.uint8()),
+            _arrow(loc, np.int64, pa.int64()),
+            _arrow(ts, np.int64, pa.int64()).cast(pa.timestamp("us")),
+            _arrow(ch, np.uint16, pa.uint16()).cast(pa.string()),
+            _arrow(cid & np.uint64(0x1FFFFFFF), np.uint32, pa.uint32()),
+            _arrow(flags, np.uint8, pa.uint8()),
+            _arrow(dlc, np.uint8, pa.uint8()),
             data,
         ],
         schema=FRAME_SCHEMA,
     )
+
+
+def _arrow(values: np.ndarray, dtype, typ: pa.DataType) -> pa.Array:
+    """A numpy column as Arrow without pa.array (which imports pandas on first use)."""
+    a = np.ascontiguousarray(values, dtype=dtype)
+    return pa.Array.from_buffers(typ, len(a), [None, pa.py_buffer(a)])

@@ -19,7 +19,8 @@ import pyarrow as pa
 
 from forensics.parsers.base import Source
 from forensics.parsers.can import timebase
-from forensics.parsers.can.frames import EXT, TX, CanWriter
+from forensics.parsers.can.errorclass import CAN_ERR_FLAG, CAN_ERR_MASK, decode_linux
+from forensics.parsers.can.frames import ERR, EXT, TX, CanWriter
 
 CHUNK_BYTES = 32 << 20
 
@@ -136,12 +137,11 @@ def parse_candump(src: Source, w: CanWriter) -> None:
             )
             .with_columns(can_id=pl.col("id_s").str.to_integer(base=16).cast(pl.UInt32))
         )
-        ext = pl.col("id_s").str.len_bytes() == 8
-        # error frames, out-of-range ids (and absurd stamps) leave the fast path
+        # out-of-range ids (and absurd stamps) leave the fast path; error frames stay
         odd = (
             pl.col("ts").is_null()
-            | (ext & (pl.col("can_id") >= 0x20000000))
-            | (~ext & (pl.col("can_id") > 0x7FF))
+            | (_EXT & ~_IS_ERR & (pl.col("can_id") > 0x1FFFFFFF))
+            | (~_EXT & (pl.col("can_id") > 0x7FF))
         )
         rest = df.filter(~ok)
         del df, ok
@@ -172,6 +172,9 @@ def parse_candump(src: Source, w: CanWriter) -> None:
                 w.set_relative() if timebase.looks_relative(first_ts) else w.set_absolute()
         if fast.height:
             w.append_frames(_to_arrow(fast, w.offset_us))
+            errors = _error_rows(fast.filter(_IS_ERR), w.offset_us, w.loc_unit)
+            if errors is not None:
+                w.append_errors(errors)
             src.accepted(fast.height)
         del fast
         for line_no, line, rec in parsed_slow:
@@ -182,17 +185,62 @@ def parse_candump(src: Source, w: CanWriter) -> None:
                 src.accepted()
 
 
+# an 8-digit id with CAN_ERR_FLAG is an error frame: class bits in the id, details in data
+_EXT = pl.col("id_s").str.len_bytes() == 8
+_IS_ERR = _EXT & ((pl.col("can_id") & CAN_ERR_FLAG) != 0)
+
+
 def _to_arrow(fast: pl.DataFrame, offset_us: int) -> pa.Table:
-    ext = pl.col("id_s").str.len_bytes() == 8
     out = fast.select(
         pl.col("loc"),
         (pl.col("ts") + offset_us).cast(pl.Datetime("us")).alias("ts"),
         pl.col("channel"),
-        pl.col("can_id").alias("arbitration_id"),
-        (pl.when(ext).then(EXT).otherwise(0) | pl.when(pl.col("tx")).then(TX).otherwise(0))
+        pl.when(_IS_ERR)
+        .then(pl.col("can_id") & CAN_ERR_MASK)
+        .otherwise(pl.col("can_id"))
+        .alias("arbitration_id"),
+        (
+            pl.when(_IS_ERR).then(ERR).when(_EXT).then(EXT).otherwise(0)
+            | pl.when(pl.col("tx")).then(TX).otherwise(0)
+        )
         .cast(pl.UInt8)
         .alias("flags"),
         pl.col("data").bin.size().cast(pl.UInt8).alias("dlc"),
         pl.col("data"),
+    )
+    return out.to_arrow()
+
+
+_LIST = pl.List(pl.String)
+_INFO_SCHEMA = {
+    "cid": pl.UInt32, "data": pl.Binary, "classes": _LIST, "controller": _LIST,
+    "protocol": _LIST, "location": pl.String, "transceiver": pl.String,
+    "tx_errors": pl.Int16, "rx_errors": pl.Int16, "state": pl.String,
+}  # fmt: skip
+
+
+def _error_rows(errs: pl.DataFrame, offset_us: int, unit: str) -> pa.Table | None:
+    """can_errors rows of the error frames: each distinct (class bits, data) decoded once by
+    `decode_linux`, then joined back (error frames repeat the same few patterns)."""
+    if not errs.height:
+        return None
+    errs = errs.select("loc", "ts", "channel", pl.col("can_id") & CAN_ERR_MASK, "data").rename(
+        {"can_id": "cid"}
+    )
+    keys = errs.select("cid", "data").unique()
+    rows = []
+    for cid, data in keys.iter_rows():
+        i = decode_linux(cid, data)
+        rows.append((cid, data, i.classes, i.controller, i.protocol, i.location, i.transceiver,
+                     i.tx_errors, i.rx_errors, i.state))  # fmt: skip
+    info = pl.DataFrame(rows, schema=_INFO_SCHEMA, orient="row")
+    out = errs.join(info, on=["cid", "data"], how="left").select(
+        pl.col("loc"),
+        (pl.lit(unit + " ") + pl.col("loc").cast(pl.String)).alias("locator"),
+        (pl.col("ts") + offset_us).cast(pl.Datetime("us")).alias("ts"),
+        pl.col("channel"),
+        pl.lit("error_frame").alias("source"),
+        *[pl.col(c) for c in list(_INFO_SCHEMA)[2:]],
+        pl.lit(None, pl.String).alias("text"),
     )
     return out.to_arrow()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import polars as pl
 import pyarrow as pa
 
 from forensics.parsers.base import BATCH_ROWS, Sink, Source
@@ -134,12 +135,8 @@ class CanWriter:
         f[5].append(dlc)
         f[6].append(data)
         if len(f[0]) >= BATCH_ROWS:
-            batch = pa.Table.from_arrays(
-                [pa.array(col, type=FRAME_SCHEMA.field(i).type) for i, col in enumerate(f)],
-                schema=FRAME_SCHEMA,
-            )
             self._f = [[] for _ in range(7)]
-            self.append_frames(batch)
+            self.append_frames(_frame_table(f))
 
     def error(self, loc: int, ts_us: int, channel: str, source: str, info: ErrorInfo,
               text: str | None = None) -> None:  # fmt: skip
@@ -147,6 +144,10 @@ class CanWriter:
         self._e.append((loc, ts_us + self.offset_us, channel, source, info, text))
         if len(self._e) >= BATCH_ROWS:
             self._flush_errors()
+
+    def append_errors(self, table: pa.Table) -> None:
+        """Vectorised paths hand over ready can_errors rows (ts absolute, microseconds)."""
+        self.sink.append("can_errors", table)
 
     def append_frames(self, table: pa.Table) -> None:
         """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds).
@@ -169,12 +170,8 @@ class CanWriter:
         """Writes every buffered frame and error record."""
         f = self._f
         if f[0]:
-            batch = pa.Table.from_arrays(
-                [pa.array(col, type=FRAME_SCHEMA.field(i).type) for i, col in enumerate(f)],
-                schema=FRAME_SCHEMA,
-            )
             self._f = [[] for _ in range(7)]
-            self.append_frames(batch)
+            self.append_frames(_frame_table(f))
         self._write_pending()
         self._flush_errors()
 
@@ -183,22 +180,24 @@ class CanWriter:
             return
         rows = self._e
         unit = self.loc_unit
-        tbl = pa.table(
+        s = pl.Series
+        infos = [r[4] for r in rows]
+        tbl = pa.Table.from_pydict(
             {
-                "loc": pa.array([r[0] for r in rows], pa.int64()),
-                "locator": [f"{unit} {r[0]}" for r in rows],
-                "ts": pa.array([r[1] for r in rows], pa.timestamp("us")),
-                "channel": [r[2] for r in rows],
-                "source": [r[3] for r in rows],
-                "classes": pa.array([r[4].classes for r in rows], pa.list_(pa.string())),
-                "controller": pa.array([r[4].controller for r in rows], pa.list_(pa.string())),
-                "protocol": pa.array([r[4].protocol for r in rows], pa.list_(pa.string())),
-                "location": [r[4].location for r in rows],
-                "transceiver": [r[4].transceiver for r in rows],
-                "tx_errors": pa.array([r[4].tx_errors for r in rows], pa.int16()),
-                "rx_errors": pa.array([r[4].rx_errors for r in rows], pa.int16()),
-                "state": [r[4].state for r in rows],
-                "text": [r[5] for r in rows],
+                "loc": s([r[0] for r in rows], dtype=pl.Int64).to_arrow(),
+                "locator": s([f"{unit} {r[0]}" for r in rows], dtype=pl.String).to_arrow(),
+                "ts": s([r[1] for r in rows], dtype=pl.Int64).cast(pl.Datetime("us")).to_arrow(),
+                "channel": s([r[2] for r in rows], dtype=pl.String).to_arrow(),
+                "source": s([r[3] for r in rows], dtype=pl.String).to_arrow(),
+                "classes": s([i.classes for i in infos], dtype=_LIST).to_arrow(),
+                "controller": s([i.controller for i in infos], dtype=_LIST).to_arrow(),
+                "protocol": s([i.protocol for i in infos], dtype=_LIST).to_arrow(),
+                "location": s([i.location for i in infos], dtype=pl.String).to_arrow(),
+                "transceiver": s([i.transceiver for i in infos], dtype=pl.String).to_arrow(),
+                "tx_errors": s([i.tx_errors for i in infos], dtype=pl.Int16).to_arrow(),
+                "rx_errors": s([i.rx_errors for i in infos], dtype=pl.Int16).to_arrow(),
+                "state": s([i.state for i in infos], dtype=pl.String).to_arrow(),
+                "text": s([r[5] for r in rows], dtype=pl.String).to_arrow(),
             }
         )
         self.sink.append("can_errors", tbl)
@@ -236,6 +235,18 @@ class CanWriter:
         health.analyse(ctx)
         modules.analyse(ctx)
         dbc.decode_log(ctx)
+
+
+_LIST = pl.List(pl.String)
+# polars builds the arrays: pyarrow's pa.array imports pandas on first use (~0.3 s)
+_FRAME_DTYPES = (pl.Int64, pl.Int64, pl.String, pl.UInt32, pl.UInt8, pl.UInt8, pl.Binary)
+
+
+def _frame_table(cols: list[list]) -> pa.Table:
+    """The Python-side frame columns (loc, ts_us, channel, id, flags, dlc, data) as Arrow."""
+    arrays = [pl.Series(c, dtype=t).to_arrow() for c, t in zip(cols, _FRAME_DTYPES, strict=True)]
+    arrays[1] = arrays[1].cast(pa.timestamp("us"))
+    return pa.Table.from_arrays(arrays, names=FRAME_SCHEMA.names).cast(FRAME_SCHEMA)
 
 
 def _int_or_none(value) -> int | None:
