@@ -33,7 +33,11 @@ class RuleError(ForensicsError):
 
 
 class FormatError(ForensicsError):
-    """A declarative format or catalogue file that does not load."""
+    """A manifest, declarative format or catalogue file that does not load; `where` and
+    `line` locate it when known."""
+
+    where: str = ""
+    line: int | None = None
 
 
 class ParserGaveUp(Exception):

@@ -88,9 +88,14 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, option
     )
 
     mf = manifest.Manifest()
+    manifest_error: FormatError | None = None
     for bf in sorted(files, key=lambda b: b.display.count("/")):
         if bf.path is not None and manifest.is_manifest(bf.display):
-            mf = manifest.load(bf.path, bf.display)
+            try:
+                mf = manifest.load(bf.path, bf.display)
+            except FormatError as exc:  # a broken manifest must not stop the bundle
+                manifest_error = exc
+                report.failed.append((bf.display, str(exc)))
             break
     report.manifest = mf
 
@@ -113,6 +118,9 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, option
             continue
         seen_now[sha] = bf.display
         if manifest.is_manifest(bf.display):
+            if manifest_error is not None and bf.display == manifest_error.where:
+                _manifest_rejected(con, bf, sha, size, manifest_error)
+                continue
             _evidence_only(con, bf, sha, size, "manifest", "parsed", "")
             report.parsed += 1
             continue
@@ -248,6 +256,25 @@ def _evidence_row(con, bf, sha, size, kind, status, message, parser=None) -> int
         ],
     )
     return fid
+
+
+def _manifest_rejected(con, bf, sha, size, exc: FormatError) -> None:
+    """A manifest that does not load: evidence 'failed' plus a reject at its line; the
+    bundle is read with no manifest (UTC, no default charger)."""
+    con.execute("BEGIN TRANSACTION")
+    fid = _evidence_row(con, bf, sha, size, "manifest", "failed", str(exc))
+    line = exc.line or 1
+    con.execute(
+        "INSERT INTO rejects VALUES (?, ?, 'manifest.invalid', ?, ?)",
+        [fid, f"line {line}", _line_of(bf.path, line), str(exc)],
+    )
+    con.execute("UPDATE evidence SET records_rejected = 1 WHERE file_id = ?", [fid])
+    con.execute("COMMIT")
+
+
+def _line_of(path: Path, n: int) -> str:
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    return lines[n - 1][:80] if 0 < n <= len(lines) else ""
 
 
 def _evidence_only(con, bf, sha, size, kind, status, message, parser=None) -> None:

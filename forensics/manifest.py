@@ -5,6 +5,7 @@ the per-file value winning."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -53,9 +54,12 @@ def load(path: Path, display: str) -> Manifest:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FormatError(
+        at = re.search(r"line (\d+)", str(exc))
+        err = FormatError(
             f"{display}: not valid TOML ({exc})", hint="fix the manifest or remove it"
-        ) from exc
+        )
+        err.where, err.line = display, int(at.group(1)) if at else None
+        raise err from exc
     case = doc.get("case", {})
     defaults = doc.get("defaults", {})
     m = Manifest(
@@ -73,6 +77,7 @@ def load(path: Path, display: str) -> Manifest:
 
 
 def check_timezone(tz: str | None, where: str) -> None:
+    """FormatError for a name that is not an IANA timezone."""
     if tz is None:
         return
     try:

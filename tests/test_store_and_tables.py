@@ -117,3 +117,14 @@ def test_inventory_any_rows_never_crash(ingest_files, cells):
     parsed, rejected = rows(con, "SELECT records_parsed, records_rejected FROM evidence")[0]
     assert parsed == rows(con, "SELECT count(*) FROM chargers WHERE NOT inferred")[0][0]
     assert rejected == rows(con, "SELECT count(*) FROM rejects")[0][0]
+
+
+def test_broken_manifest_is_a_reject_and_the_bundle_still_ingests(ingest_files):
+    report, con = ingest_files(
+        {"manifest.toml": '[case]\nid = "X"\ntimezone = Europe/Berlin\n', "chargers.csv": INVENTORY}
+    )
+    assert report.records == 2 and report.failed[0][0] == "manifest.toml"
+    assert rows(
+        con, "SELECT locator, reason, excerpt FROM rejects WHERE reason LIKE 'manifest%'"
+    ) == [("line 3", "manifest.invalid", "timezone = Europe/Berlin")]
+    assert rows(con, "SELECT status FROM evidence WHERE kind = 'manifest'") == [("failed",)]
