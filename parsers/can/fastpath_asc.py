@@ -14,12 +14,14 @@ import polars as pl
 
 from forensics.parsers.base import Source
 from forensics.parsers.can.fastpath import text_chunks
-from forensics.parsers.can.frames import EXT, TX
+from forensics.parsers.can.frames import ERR, EXT, TX
 
 _ASC_FAST = (
-    r"^\s*([0-9]+)\.([0-9]{1,9})\s+([0-9]+)\s+([0-9A-Fa-f]{1,8})(x?)\s+(Rx|Tx)\s+d\s+([0-8])"
+    r"^\s*([0-9]+)\.([0-9]{1,6})\s+([0-9]+)\s+([0-9A-Fa-f]{1,8})(x?)\s+(Rx|Tx)\s+d\s+([0-8])"
     r"((?:\s+[0-9A-Fa-f]{2}){0,8})(?:\s+[^\s0-9A-Fa-f].*)?\s*$"
 )
+# a bare error frame (no ECC, nothing after): empty error classes, the text 'ErrorFrame'
+_ASC_ERR = r"^\s*([0-9]+)\.([0-9]{1,6})\s+([0-9]+)\s+ErrorFrame\s*$"
 _BASE = re.compile(rb"^\s*base\s+(hex|dec)(?:\s+timestamps\s+(absolute|relative))?", re.I | re.M)
 
 
@@ -42,27 +44,47 @@ def parse_asc(src: Source, st) -> None:
     for first, lines in text_chunks(src):
         df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)
         df = df.with_columns(
-            pl.col("n").cast(pl.Int64), m=pl.col("line").str.extract_groups(_ASC_FAST)
+            pl.col("n").cast(pl.Int64),
+            m=pl.col("line").str.extract_groups(_ASC_FAST),
+            e=pl.col("line").str.contains(_ASC_ERR),
         )
         m = pl.col("m").struct
         fast = df.filter(m.field("1").is_not_null()).select(
             loc=pl.col("n"),
             sec=m.field("1").cast(pl.Int64),
-            frac=m.field("2").str.pad_end(6, "0").str.slice(0, 6).cast(pl.Int64),
+            frac=m.field("2").str.pad_end(6, "0").cast(pl.Int64),
             channel=m.field("3"),
             can_id=m.field("4").str.to_integer(base=16),
             ext=m.field("5") == "x",
             tx=m.field("6") == "Tx",
             dlc=m.field("7").cast(pl.UInt8),
             data=m.field("8").str.replace_all(r"\s", "").str.decode("hex"),
+            err=pl.lit(False),
         )
         ok = (pl.col("data").bin.size() == pl.col("dlc")) & (
             pl.col("can_id") <= pl.when(pl.col("ext")).then(0x1FFFFFFF).otherwise(0x7FF)
         )
         bad_fast = fast.filter(~ok)["loc"]
-        fast = fast.filter(ok)
+        e = pl.col("e").struct
+        errs = (
+            df.filter(pl.col("e"))
+            .select(loc=pl.col("n"), e=pl.col("line").str.extract_groups(_ASC_ERR))
+            .select(
+                loc=pl.col("loc"),
+                sec=e.field("1").cast(pl.Int64),
+                frac=e.field("2").str.pad_end(6, "0").cast(pl.Int64),
+                channel=e.field("3"),
+                can_id=pl.lit(0, pl.Int64),
+                ext=pl.lit(False),
+                tx=pl.lit(False),
+                dlc=pl.lit(0, pl.UInt8),
+                data=pl.lit(b"", pl.Binary),
+                err=pl.lit(True),
+            )
+        )
+        fast = pl.concat([fast.filter(ok), errs]).sort("loc")
         slow = df.filter(
-            (m.field("1").is_null() | pl.col("n").is_in(bad_fast.implode()))
+            (m.field("1").is_null() & ~pl.col("e") | pl.col("n").is_in(bad_fast.implode()))
             & (pl.col("line").str.strip_chars() != "")
         )
         changes: list[tuple[int, int]] = []
@@ -87,8 +109,11 @@ def parse_asc(src: Source, st) -> None:
                 {"loc": [c[0] for c in changes], "off": [c[1] for c in changes]},
                 schema={"loc": pl.Int64, "off": pl.Int64},
             ).sort("loc")
-            fast = fast.sort("loc").join_asof(offs, on="loc", strategy="backward")
+            fast = fast.join_asof(offs, on="loc", strategy="backward")
             w.append_frames(_to_arrow(fast))
+            errors = _error_rows(fast.filter(pl.col("err")), w.loc_unit)
+            if errors is not None:
+                w.append_errors(errors)
             src.accepted(fast.height)
         if st.anchored:
             carry = w.offset_us
@@ -97,17 +122,42 @@ def parse_asc(src: Source, st) -> None:
 def _to_arrow(fast: pl.DataFrame):
     return fast.select(
         pl.col("loc"),
-        (pl.col("sec") * 1_000_000 + pl.col("frac") + pl.col("off"))
-        .cast(pl.Datetime("us"))
-        .alias("ts"),
+        _TS.alias("ts"),
         pl.col("channel"),
         pl.col("can_id").cast(pl.UInt32).alias("arbitration_id"),
         (
-            pl.when(pl.col("ext")).then(EXT).otherwise(0)
+            pl.when(pl.col("err")).then(ERR).otherwise(0)
+            | pl.when(pl.col("ext")).then(EXT).otherwise(0)
             | pl.when(pl.col("tx")).then(TX).otherwise(0)
         )
         .cast(pl.UInt8)
         .alias("flags"),
         pl.col("dlc"),
         pl.col("data"),
+    ).to_arrow()
+
+
+_TS = (pl.col("sec") * 1_000_000 + pl.col("frac") + pl.col("off")).cast(pl.Datetime("us"))
+_NO_LIST = pl.lit([], pl.List(pl.String))
+
+
+def _error_rows(errs: pl.DataFrame, unit: str):
+    """can_errors rows of bare `ErrorFrame` lines, as `AscState._classic` writes them."""
+    if not errs.height:
+        return None
+    return errs.select(
+        pl.col("loc"),
+        (pl.lit(unit + " ") + pl.col("loc").cast(pl.String)).alias("locator"),
+        _TS.alias("ts"),
+        pl.col("channel"),
+        pl.lit("error_frame").alias("source"),
+        _NO_LIST.alias("classes"),
+        _NO_LIST.alias("controller"),
+        _NO_LIST.alias("protocol"),
+        pl.lit(None, pl.String).alias("location"),
+        pl.lit(None, pl.String).alias("transceiver"),
+        pl.lit(None, pl.Int16).alias("tx_errors"),
+        pl.lit(None, pl.Int16).alias("rx_errors"),
+        pl.lit(None, pl.String).alias("state"),
+        pl.lit("ErrorFrame").alias("text"),
     ).to_arrow()
