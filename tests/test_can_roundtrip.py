@@ -164,6 +164,7 @@ def test_trc_vectorised_path_agrees_frame_for_frame(tmp_path, ingest_files):
     lines[2000] = lines[2000][:-3]
     lines[2500] = lines[2500].replace(b" DT ", b" XX ")
     lines[2600] = lines[2600].replace(b"Rx", b"Tx")
+    lines[2700] += b" \t "  # trailing blanks: still a frame
     peak = (Path(__file__).parent / "fixtures" / "can" / "peak_v2_1.trc").read_bytes()
     body = [ln for ln in peak.split(b"\n") if ln.strip() and not ln.lstrip().startswith(b";")]
     data = b"\n".join(lines[:1500] + body + lines[1500:])

@@ -43,7 +43,9 @@ def frame_regex(version: str, columns: list[str]) -> str | None:
     if any(c not in _PIECES for c in cols[:-1]):
         return None
     body = _SEP.join(_PIECES[c] for c in cols[:-1])
-    return rf"^[ \t]*{body}(?P<data>(?:{_SEP}[0-9A-Fa-f]{{2}})*)[ \t]*$"
+    # no trailing blanks in the pattern (lines are right-stripped first): a one-pass regex,
+    # which the regex crate captures with its fast one-pass DFA
+    return rf"^[ \t]*{body}(?P<data>(?:{_SEP}[0-9A-Fa-f]{{2}})*)$"
 
 
 def parse_trc(src: Source, st) -> None:
@@ -63,7 +65,7 @@ def parse_trc(src: Source, st) -> None:
             for line_no, line in df.iter_rows():
                 st.feed(line_no, line)
             continue
-        df = df.with_columns(m=pl.col("line").str.extract_groups(rx))
+        df = df.with_columns(m=pl.col("line").str.strip_chars_end(" \t").str.extract_groups(rx))
         m = pl.col("m").struct
         length = (
             m.field("dlc").cast(pl.Int64).clip(upper_bound=8)
