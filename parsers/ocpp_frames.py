@@ -32,28 +32,30 @@ def store_frames(src: Source, sink: Sink, table: pa.Table) -> None:
     _create_stage(con)
     if "ocpp_version" not in table.column_names:
         table = table.append_column("ocpp_version", pa.nulls(table.num_rows, pa.string()))
-    start = con.execute(f"SELECT count(*) FROM {STAGE}").fetchone()[0]
+    # seq is the order of the frames as given; numbered here because SQL row order is not
+    # kept (preserve_insertion_order is off for memory).
+    start = con.execute(f"SELECT coalesce(max(seq) + 1, 0) FROM {STAGE}").fetchall()[0][0]
+    table = table.append_column("seq", pa.array(range(start, start + table.num_rows), pa.int64()))
     with registered(con, "_frames_in", table):
         con.execute(
             f"""INSERT INTO {STAGE}
-                SELECT $start + row_number() OVER () - 1, ts, nullif(charger_id, ''),
-                       direction, frame, locator, line, ocpp_version
-                FROM _frames_in""",
-            {"start": start},
+                SELECT seq, ts, nullif(charger_id, ''), direction, frame, locator, line,
+                       ocpp_version
+                FROM _frames_in"""
         )
 
 
 def store_frames_sql(sink: Sink, query: str, params: dict | None = None) -> None:
     """Like store_frames, for frames already in DuckDB: `query` selects the same columns
-    (ts, charger_id, direction, frame, locator, line) and no Arrow round trip is made."""
+    (ts, charger_id, direction, frame, locator, line) with one frame per line (logs), so the
+    line number orders them and no sort or Arrow round trip is needed."""
     con = sink.con
     _create_stage(con)
-    start = con.execute(f"SELECT count(*) FROM {STAGE}").fetchall()[0][0]
     con.execute(
         f"""INSERT INTO {STAGE}
-            SELECT $start + row_number() OVER () - 1, ts, nullif(charger_id, ''), direction,
-                   frame, locator, line, NULL FROM ({query})""",
-        {**(params or {}), "start": start},
+            SELECT line, ts, nullif(charger_id, ''), direction, frame, locator, line, NULL
+            FROM ({query})""",
+        params or {},
     )
 
 
@@ -281,7 +283,6 @@ FROM _ocpp_final f
 LEFT JOIN _ocpp_valid v
   ON v.version IS NOT DISTINCT FROM f.version AND v.action = f.action
  AND v.response = (f.message_type = 3) AND v.canon = f.canon
-ORDER BY f.seq
 """
 
 # One event per message, with the most specific kind; pf = [status, connectorStatus,
@@ -327,7 +328,6 @@ SELECT o.ts, o.charger_id, NULL, 'backend', 'ocpp', 'ocpp.schema_violation', 'wa
   json_object('action', o.action, 'error', o.schema_error, 'unique_id', o.unique_id),
   o.file_id, o.locator
 FROM ocpp_messages o WHERE o.file_id = $fid AND o.schema_valid = false
-ORDER BY 1
 """
 
 # A clock that jumps (RTC reset to 1970/2000, or going backwards) is an event of its own, so

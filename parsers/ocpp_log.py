@@ -93,7 +93,7 @@ class OcppJsonl(Parser):
                           CASE WHEN direction IN ('cp_to_csms', 'csms_to_cp') THEN direction END
                             AS direction,
                           frame, 'line ' || line AS locator, line
-                   FROM _jsonl WHERE reject IS NULL AND frame IS NOT NULL ORDER BY line""",
+                   FROM _jsonl WHERE reject IS NULL AND frame IS NOT NULL""",
             )
             src.accepted(self._lifecycle(src, sink))
             _extend(src, bad)

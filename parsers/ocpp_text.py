@@ -98,7 +98,7 @@ class OcppText(Parser):
                 """SELECT ts, charger_id,
                           CASE kw WHEN 'out' THEN $o WHEN 'in' THEN $i END AS direction,
                           frame, 'line ' || line AS locator, line
-                   FROM _txt WHERE frame IS NOT NULL ORDER BY line""",
+                   FROM _txt WHERE frame IS NOT NULL""",
                 {"o": out_dir, "i": in_dir},
             )
             store_frames(src, sink, frames)

@@ -179,7 +179,7 @@ def test_reused_unique_ids_pair_with_the_latest_call(ingest_files):
     lines.append(jl("2026-06-01T12:05:00Z", [3, "1", {"currentTime": "x"}]))  # a stray duplicate
     _, con = ingest_files({"a.jsonl": "\n".join(lines)})
     assert rows(con, "SELECT seq, response_ms FROM ocpp_messages WHERE message_type = 2 "
-                "ORDER BY seq") == [(0, 100.0), (2, 200.0), (4, 300.0)]  # fmt: skip
+                "ORDER BY seq") == [(1, 100.0), (3, 200.0), (5, 300.0)]  # fmt: skip
     assert rows(con, "SELECT count(*) FROM ocpp_messages WHERE action = 'Heartbeat'") == [(7,)]
 
 
