@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from forensics.parsers.pcap.binary import gather_u8, gather_u16, gather_u32
+from forensics.parsers.pcap.binary import gather_u8, gather_u16, gather_u32, overlapping
 from forensics.parsers.pcap.reader import Chunk
 
 LINK_ETHERNET, LINK_NULL, LINK_LOOP, LINK_SLL, LINK_SLL2 = 1, 0, 108, 113, 276
@@ -188,10 +188,7 @@ def decode(chunk: Chunk) -> Packets:
 
 def _u64(a: np.ndarray, off: np.ndarray, ok: np.ndarray, last: int) -> np.ndarray:
     """Big-endian 64-bit words at off (uint64), 0 where not ok."""
-    o = np.minimum(off, last - 7)
-    hi = gather_u32(a, o).astype(np.uint64)
-    lo = gather_u32(a, o + 4).astype(np.uint64)
-    return np.where(ok, (hi << np.uint64(32)) | lo, np.uint64(0))
+    return np.where(ok, overlapping(a, ">u8")[np.minimum(off, last - 7)], np.uint64(0))
 
 
 def addr_text(hi: int, lo: int) -> str:
