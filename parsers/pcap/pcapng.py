@@ -9,6 +9,7 @@ Wireshark does with blocks it has no handler for.
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -33,6 +34,48 @@ from forensics.parsers.pcap.reader import (
 
 BOM = 0x1A2B3C4D
 OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 2, 9, 14
+MAX_TS_S = 253_402_300_799  # 9999-12-31 23:59:59 UTC: Python's datetime ends there
+MAX_TICKS_PER_S = 10**18  # if_tsresol finer than this does not fit 64-bit arithmetic
+MIN_TS_US = -62_135_596_800 * 1_000_000  # 0001-01-01 (a negative if_tsoffset)
+NATIVE = "<" if sys.byteorder == "little" else ">"
+
+
+class _EpbRun:
+    """The common case fast: a run of well-formed Enhanced Packet Blocks, walked over a
+    32-bit view of the buffer (blocks are 4-byte aligned) and then checked in bulk (trailer
+    length, captured length). The first block that is anything else (another type, too
+    short or long, cut by the buffer end, a bad trailer) is left to the careful per-block
+    walk, which decides what it is exactly as before."""
+
+    def __init__(self, buf: bytes):
+        self.n4 = len(buf) >> 2
+        self.mv = memoryview(buf)[: self.n4 << 2].cast("I")
+        self.w = np.frombuffer(buf, dtype=np.uint32, count=self.n4)
+
+    def run(self, off: int) -> tuple[list[int], int]:
+        """(offsets of the good EPBs from off on, offset of the first block not taken)."""
+        mv, n4, i = self.mv, self.n4, off >> 2
+        got: list[int] = []
+        ap = got.append
+        while i + 3 <= n4:
+            bl = mv[i + 1]
+            if mv[i] != BT_EPB or bl & 3 or bl < 32:
+                break
+            j = i + (bl >> 2)
+            if j > n4:
+                break
+            ap(i)
+            i = j
+        if not got:
+            return got, off
+        w = self.w
+        q = np.asarray(got, dtype=np.int64)
+        bl = w[q + 1].astype(np.int64)
+        ok = (bl <= MAX_BLOCK) & (w[q + (bl >> 2) - 1] == bl) & (w[q + 5] <= bl - 32)
+        if not ok.all():
+            k = int(np.argmin(ok))
+            q, i = q[:k], got[k]
+        return (q << 2).tolist(), i << 2
 
 
 def walk(r: CaptureReader) -> Iterator[Chunk]:
@@ -51,7 +94,13 @@ def walk(r: CaptureReader) -> Iterator[Chunk]:
         special: dict[int, int] = {}  # index in offs -> block type, for SPB / PB
         ap = offs.append
         stop = ""  # "" need more data, "corrupt", "section"
+        fast = _EpbRun(buf) if endian == NATIVE else None
         while off + 12 <= n:
+            if fast is not None and not off & 3:
+                got, off = fast.run(off)
+                offs.extend(got)
+                if off + 12 > n:
+                    break
             btype, blen = hdr(buf, off)
             if blen < 12 or blen & 3 or blen > MAX_BLOCK:
                 if btype == BT_SHB:
@@ -186,7 +235,17 @@ def _other_block(r: CaptureReader, buf: bytes, off: int, btype: int, blen: int, 
         for code, val in _options(buf, off + 16, end, endian):
             if code == OPT_IF_TSRESOL and val:
                 v = val[0]
-                iface.ticks_per_s = 2 ** (v & 0x7F) if v & 0x80 else 10**v
+                tps = 2 ** (v & 0x7F) if v & 0x80 else 10**v
+                if tps > MAX_TICKS_PER_S:
+                    r._reject(
+                        f"offset {r._base + off}",
+                        "pcapng.bad_option",
+                        bytes(buf[off : off + 16]),
+                        f"interface {len(r.interfaces)}: if_tsresol {v:#04x} is finer than "
+                        "attoseconds; timestamps read as microseconds",
+                    )
+                else:
+                    iface.ticks_per_s = tps
             elif code == OPT_IF_TSOFFSET and len(val) == 8:
                 iface.offset_s = struct.unpack(endian + "q", val)[0]
             elif code == OPT_IF_NAME:
@@ -236,30 +295,45 @@ def _chunk(r: CaptureReader, buf: bytes, offs: list[int], special: dict[int, int
     r.frames += len(o)
     ts = np.zeros(len(o), dtype=np.int64)
     link = np.zeros(len(o), dtype=np.int64)
+    in_range = np.ones(len(o), dtype=bool)
     for k, itf in enumerate(r.interfaces):
         m = iface == k
         if not m.any():
             continue
         t = ticks[m]
         tps = np.uint64(itf.ticks_per_s)
-        us = (t // tps).astype(np.int64) * 1_000_000 + (
-            (t % tps).astype(np.int64) * 1_000_000 // itf.ticks_per_s
-        )
+        sec = t // tps
+        in_range[m] = sec <= np.uint64(MAX_TS_S)  # else seconds * 10^6 would overflow
+        if itf.ticks_per_s <= 10**12:  # exact: (t % tps) * 10^6 stays inside 64 bits
+            frac = (t % tps) * np.uint64(1_000_000) // tps
+        else:
+            frac = (t % tps) // np.uint64(itf.ticks_per_s // 1_000_000)
+        us = np.minimum(sec, MAX_TS_S).astype(np.int64) * 1_000_000 + frac.astype(np.int64)
         ts[m] = us + itf.offset_s * 1_000_000
         link[m] = itf.linktype
     spb = [i for i, bt in special.items() if bt == BT_SPB]
     for i in spb:  # a Simple Packet Block has no time: keep the previous packet's
         ts[i] = ts[i - 1] if i else 0
-    if bad.any():
-        for i in np.flatnonzero(bad):
+    # a time no calendar can show (years 1-9999) means a corrupt block or if_tsresol
+    bad_ts = ~bad & ~(in_range & (ts >= MIN_TS_US) & (ts <= MAX_TS_S * 1_000_000))
+    if bad.any() or bad_ts.any():
+        for i in np.flatnonzero(bad | bad_ts):
+            if bad[i]:
+                reason = "pcapng.unknown_interface"
+                detail = f"names interface {int(iface[i])}; the section declares {n_if}"
+            else:
+                reason = "pcap.bad_timestamp"
+                detail = (
+                    f"has a timestamp ({int(ticks[i])} ticks of interface {int(iface[i])}) "
+                    "outside years 1-9999"
+                )
             r._reject(
                 f"frame {int(frame[i])}",
-                "pcapng.unknown_interface",
+                reason,
                 bytes(buf[offs[i] : offs[i] + 16]),
-                f"packet block at offset {r._base + offs[i]} names interface "
-                f"{int(iface[i])}; the section declares {n_if}",
+                f"packet block at offset {r._base + offs[i]} {detail}",
             )
-        keep = ~bad
+        keep = ~(bad | bad_ts)
         o, data, cap, orig, ts, link, frame = (
             x[keep] for x in (o, data, cap, orig, ts, link, frame)
         )
