@@ -29,6 +29,8 @@ class FlowTable:
     def __init__(self, capacity: int = 1024):
         self.ids: dict[bytes, int] = {}
         self.n = 0
+        self._hash_sorted = np.zeros(0, dtype=np.uint64)  # see _known
+        self._hash_gid = np.zeros(0, dtype=np.int64)
         self._alloc(capacity)
 
     def _alloc(self, cap: int) -> None:
@@ -43,6 +45,7 @@ class FlowTable:
             grow(name, (), np.uint64, 0)
         for name in ("c_port", "s_port", "ip_ver", "vlan", "first_frame", "last_frame"):
             grow(name, (), np.int64, 0)
+        grow("key", (5,), np.uint64, 0)  # canonical flow key (lower endpoint first)
         grow("first_ts", (), np.int64, 0)
         grow("last_ts", (), np.int64, 0)
         grow("partial", (), bool, False)  # first packet seen was not a SYN
@@ -74,20 +77,53 @@ class FlowTable:
         key[:, 2] = np.where(swap, sh, dh)
         key[:, 3] = np.where(swap, sl, dl)
         key[:, 4] = (np.where(swap, dp, sp) << np.uint64(16)) | np.where(swap, sp, dp)
+        gid = self._known(key)
+        miss = gid < 0
+        if miss.any():
+            gid[miss] = self._exact(key[miss], pk, idx[miss])
+        c_match = (sh == self.c_hi[gid]) & (sl == self.c_lo[gid]) & (sp == self.c_port[gid])
+        d = np.where(c_match, 0, 1)
+        self._fold(pk, idx, gid, d)
+        return idx, gid, d
+
+    def _known(self, key: np.ndarray) -> np.ndarray:
+        """Flow id of each key row already in the table, -1 for the others. A sorted array
+        of 64-bit key hashes answers it without sorting the packets; every hit is checked
+        against the flow's full key, and a hash shared by two flows (never seen in
+        practice) sends the whole chunk down the exact path."""
+        gid = np.full(len(key), -1, dtype=np.int64)
+        if not len(self._hash_sorted):
+            return gid
+        h = _mix(key)
+        pos = np.minimum(np.searchsorted(self._hash_sorted, h), len(self._hash_sorted) - 1)
+        hit = self._hash_sorted[pos] == h
+        cand = self._hash_gid[pos[hit]]
+        if not (key[hit] == self.key[cand]).all():
+            return gid  # hash collision: _exact sorts it out for every row
+        gid[hit] = cand
+        return gid
+
+    def _exact(self, key: np.ndarray, pk: Packets, idx: np.ndarray) -> np.ndarray:
+        """Flow ids by exact key (new flows numbered in key order, as before)."""
         kv = np.ascontiguousarray(key).view(np.dtype((np.void, 40))).ravel()
         uniq, first, inv = np.unique(kv, return_index=True, return_inverse=True)
         gid_u = np.empty(len(uniq), dtype=np.int64)
+        added = []
         for j, k in enumerate(uniq.tolist()):
             g = self.ids.get(k)
             if g is None:
                 g = self._new(pk, int(idx[first[j]]))
                 self.ids[k] = g
+                self.key[g] = key[first[j]]
+                added.append(g)
             gid_u[j] = g
-        gid = gid_u[inv]
-        c_match = (sh == self.c_hi[gid]) & (sl == self.c_lo[gid]) & (sp == self.c_port[gid])
-        d = np.where(c_match, 0, 1)
-        self._fold(pk, idx, gid, d)
-        return idx, gid, d
+        if added:
+            new = np.asarray(added, dtype=np.int64)
+            h = np.r_[self._hash_sorted, _mix(self.key[new])]
+            g = np.r_[self._hash_gid, new]
+            order = np.argsort(h, kind="stable")
+            self._hash_sorted, self._hash_gid = h[order], g[order]
+        return gid_u[inv.ravel()]
 
     def _new(self, pk: Packets, i: int) -> int:
         g = self.n
@@ -120,21 +156,30 @@ class FlowTable:
         ts = pk.chunk.ts_us[idx]
         seq, ack, win = pk.seq[idx], pk.ack[idx], pk.win[idx]
         grp = gid * 2 + d
-        ug, gfirst = np.unique(grp, return_index=True)
-        ugid, ud = ug // 2, ug % 2
         order = np.argsort(grp, kind="stable")  # frame order kept inside each group
         gs = grp[order]
         starts = np.r_[True, gs[1:] != gs[:-1]]
         ulast = np.flatnonzero(np.r_[gs[1:] != gs[:-1], True])
+        ustart = np.flatnonzero(starts)
+        ug, gfirst = gs[ustart], order[ustart]
+        ugid, ud = ug // 2, ug % 2
+        m = 2 * self.n  # per (flow, direction) counters: flat index grp of the (cap, 2) arrays
 
-        np.add.at(self.pkts, (gid, d), 1)
-        np.add.at(self.bytes, (gid, d), plen)
+        def add(arr, weights=None, mask=None) -> None:
+            g = grp if mask is None else grp[mask]
+            if weights is None:
+                arr.reshape(-1)[:m] += np.bincount(g, minlength=m)
+            else:
+                arr.reshape(-1)[:m] += np.bincount(g, weights, minlength=m).astype(np.int64)
+
+        add(self.pkts)
+        add(self.bytes, weights=plen)
         syn, fin, rst = (f & SYN) > 0, (f & FIN) > 0, (f & RST) > 0
-        np.add.at(self.syn, (gid, d), syn)
-        np.add.at(self.fin, (gid, d), fin)
-        np.add.at(self.rst, (gid, d), rst)
-        np.maximum.at(self.last_frame, gid, frame)
-        np.maximum.at(self.last_ts, gid, ts)
+        add(self.syn, mask=syn)
+        add(self.fin, mask=fin)
+        add(self.rst, mask=rst)
+        np.maximum.at(self.last_frame, ugid, np.maximum.reduceat(frame[order], ustart))
+        np.maximum.at(self.last_ts, ugid, np.maximum.reduceat(ts[order], ustart))
 
         unset = self.isn[ugid, ud] < 0
         self.isn[ugid[unset], ud[unset]] = seq[gfirst[unset]]
@@ -166,9 +211,9 @@ class FlowTable:
         self.last_ack[gs[ulast] // 2, gs[ulast] % 2] = ack_s[ulast]
         self.last_win[gs[ulast] // 2, gs[ulast] % 2] = win_s[ulast]
         zwin = (win == 0) & ((f & (SYN | FIN | RST)) == 0)
-        np.add.at(self.retrans, (gid, d), retr)
-        np.add.at(self.dupack, (gid, d), dup)
-        np.add.at(self.zerowin, (gid, d), zwin)
+        add(self.retrans, mask=retr)
+        add(self.dupack, mask=dup)
+        add(self.zerowin, mask=zwin)
 
         pure_all = (plen == 0) & ((f & (SYN | FIN | RST)) == 0) & ((f & ACK) > 0)
         letters = (
@@ -181,14 +226,18 @@ class FlowTable:
             retr,
             zwin,
         )
-        for li, m in enumerate(letters):
-            sel = np.flatnonzero(m)
+        for li, mask in enumerate(letters):
+            # first packet with the letter per group: packets are sorted by group, frame
+            # order kept, so it is the first selected position of each group
+            sel = np.flatnonzero(mask[order])
             if not len(sel):
                 continue
-            g1, i1 = np.unique(grp[sel], return_index=True)
+            gsel = gs[sel]
+            head = np.r_[True, gsel[1:] != gsel[:-1]]
+            g1 = gsel[head]
             gg, dd = g1 // 2, g1 % 2
             new = self.hist_frame[gg, dd, li] == 0
-            pick = sel[i1[new]]
+            pick = order[sel[head][new]]
             self.hist_frame[gg[new], dd[new], li] = frame[pick]
             self.hist_ts[gg[new], dd[new], li] = ts[pick]
 
@@ -214,3 +263,17 @@ class FlowTable:
         steps = [(int(hf[d, li]), d, li) for d in (0, 1) for li in range(len(LETTERS)) if hf[d, li]]
         steps.sort()
         return "".join(LETTERS[li] if d == 0 else LETTERS[li].lower() for _, d, li in steps)
+
+
+_MIX = np.array(
+    [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
+     0xFF51AFD7ED558CCD], dtype=np.uint64,
+)  # fmt: skip
+
+
+def _mix(key: np.ndarray) -> np.ndarray:
+    """64-bit hash of each (n, 5) uint64 key row (odd multipliers, xor-folded)."""
+    h = (key * _MIX).view(np.uint64)
+    x = h[:, 0] ^ h[:, 1] ^ h[:, 2] ^ h[:, 3] ^ h[:, 4]
+    x ^= x >> np.uint64(31)
+    return x * np.uint64(0xBF58476D1CE4E5B9)
