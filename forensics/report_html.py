@@ -79,6 +79,10 @@ def write(con: duckdb.DuckDBPyConnection, doc: dict, path: Path) -> None:
     path.write_text(_page(doc, chart), encoding="utf-8")
 
 
+def _who(v: dict) -> str:
+    return v["subject"] if v["scope"] in ("charger", "fleet") else f"site {v['subject']}"
+
+
 def _page(doc: dict, chart: str) -> str:
     e = html.escape
     case = doc["case"]
@@ -96,7 +100,7 @@ def _page(doc: dict, chart: str) -> str:
         parts.append("<p id='no-failure'>No failed exchange in this bundle.</p>")
     for n, v in enumerate(doc["verdicts"], 1):
         parts.append(
-            f"<section class='verdict'><h2>[{n}] {e(v['scope'])} {e(v['subject'])} · "
+            f"<section class='verdict'><h2>[{n}] {e(_who(v))} · "
             f"{e(v['channel'])} channel</h2><p class='muted'>{e(v['window']['start'] or '')} → "
             f"{e(v['window']['end'] or '')} · chargers {e(', '.join(v['chargers']))}</p><table>"
             "<tr><th>cause</th><th>score</th><th>summary</th></tr>"
