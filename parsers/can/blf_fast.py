@@ -7,14 +7,12 @@ one, so results equal the reference loop; a container that does not chain takes 
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pyarrow as pa
 
 from forensics.parsers.can.frames import FRAME_SCHEMA, RTR, TX
 
-_SIG = re.compile(b"LOBJ")
+_SIG = np.frombuffer(b"LOBJ", dtype=np.uint8)
 
 
 def _u(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
@@ -25,12 +23,24 @@ def _u(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
     return out
 
 
+def signatures(buf: np.ndarray) -> np.ndarray:
+    """Offsets of every b'LOBJ' in `buf` (it cannot overlap itself, so these are exactly
+    re.finditer's matches), compared byte-wise by numpy."""
+    if len(buf) < 4:
+        return np.zeros(0, dtype=np.int64)
+    n = len(buf) - 3
+    hit = buf[:n] == _SIG[0]
+    for k in range(1, 4):
+        hit &= buf[k : k + n] == _SIG[k]
+    return np.flatnonzero(hit).astype(np.int64)
+
+
 def decode(reader, data: bytes, container_off: int) -> bytes | None:
     """Decodes whole objects of `data`; returns the incomplete tail, or None to fall back."""
-    pos = np.fromiter((m.start() for m in _SIG.finditer(data)), dtype=np.int64)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    pos = signatures(buf)
     if len(pos) < 32 or pos[0] != 0:
         return None
-    buf = np.frombuffer(data, dtype=np.uint8)
     ok_hdr = pos + 16 <= len(data)
     pos = pos[ok_hdr]
     size = _u(buf, pos + 8, 4).astype(np.int64)
