@@ -119,7 +119,7 @@ def _record(res: Decrypted, ly: dict, server_ports: set[int]) -> None:
 
 
 def merge(dec: Decrypted, flow_of: dict[tuple, int], base: dict, events, hs_rows: list[dict],
-          ws_rows: list[dict], ocpp: list[dict]) -> None:  # fmt: skip
+          ws_rows: list[dict], ocpp) -> None:  # fmt: skip
     """Adds what decryption revealed to the rows and events of the fast path."""
     from forensics.parsers.pcap.events import SIDE, ts
     from forensics.parsers.pcap.tls import ALERTS
@@ -151,10 +151,8 @@ def merge(dec: Decrypted, flow_of: dict[tuple, int], base: dict, events, hs_rows
             events.add(t, cp, "websocket", "ws.open", "info", None, frame, info, flt)
     for key, frame, t, from_client, text in dec.texts:
         g = flow_of.get(key)
-        if g is not None and text.lstrip().startswith("["):
-            ocpp.append({"ts_us": t, "charger_id": base["charger_id"][g],
-                         "direction": "cp_to_csms" if from_client else "csms_to_cp", "frame": text,
-                         "locator": f"frame {frame}", "line": frame, "ocpp_version": None})  # fmt: skip
+        if g is not None:
+            ocpp.add(t, base["charger_id"][g], from_client, text, frame, None)
     by_flow = {r["flow_id"] - 1: r for r in hs_rows}
     for key, frame, t, from_client, desc, lvl in dec.alerts:
         g = flow_of.get(key)

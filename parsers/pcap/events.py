@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from forensics.parsers.pcap import tcp as T
 from forensics.parsers.pcap.tls import TlsFlow, valid_at
-from forensics.parsers.pcap.websocket import WsFlow, ocpp_rows
+from forensics.parsers.pcap.websocket import OcppFrames, WsFlow
 
 EPOCH = dt.datetime(1970, 1, 1)
 SIDE = ("client", "server")
@@ -254,10 +254,11 @@ def tls_rows(cap, base: dict, events: Events) -> list[dict]:
     return rows
 
 
-def ws_rows(cap, base: dict, events: Events) -> tuple[list[dict], list[dict]]:
+def ws_rows(cap, base: dict, events: Events) -> tuple[list[dict], OcppFrames]:
     """One ws_sessions row per HTTP exchange on an HTTP/WebSocket flow, events, and the
-    OCPP frame rows of the WebSocket text messages."""
-    ft, rows, ocpp = cap.flows, [], []
+    OCPP frames of the WebSocket text messages not yet staged (appended to
+    cap.ocpp_ready, which is returned)."""
+    ft, rows, ocpp = cap.flows, [], cap.ocpp_ready
     for g, h in sorted(cap.handlers.items()):
         if not isinstance(h, WsFlow):
             continue
@@ -284,8 +285,7 @@ def ws_rows(cap, base: dict, events: Events) -> tuple[list[dict], list[dict]]:
                    "server": f"{base['server_ip'][g]}:{base['server_port'][g]}"}  # fmt: skip
             _ws_events(ex, cp, flt, events, who)
         if h.ws:
-            ocpp.extend(ocpp_rows(h, cp, up.accepted if up else None))
-            h.messages.clear()
+            ocpp.add_flow(h, cp, up.accepted if up else None)
             for c in h.closes:
                 events.add(c["ts"], cp, "websocket", "ws.close", "info" if c["code"] in (1000, 1001) else "warning",
                            str(c["code"]) if c["code"] is not None else None, c["frame"],

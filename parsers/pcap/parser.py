@@ -28,7 +28,7 @@ from forensics.parsers.pcap.tls import (
     TlsFlow,
     looks_like_tls,
 )
-from forensics.parsers.pcap.websocket import WsFlow, looks_like_http, ocpp_rows
+from forensics.parsers.pcap.websocket import OcppFrames, WsFlow, looks_like_http
 
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
 APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
@@ -49,7 +49,7 @@ class Capture:
         self.first_ts: int | None = None
         self.last_ts = 0
         self.touched: set[int] = set()  # WebSocket flows that got payload in this chunk
-        self.ocpp_ready: list[dict] = []  # OCPP frames whose charger is known (ws path)
+        self.ocpp_ready = OcppFrames()  # OCPP frames whose charger is known (ws path)
         self.ocpp_staged = 0
         self.malformed: list[tuple[int, str]] = []  # (frame, error) where payload parsing stopped
 
@@ -137,8 +137,7 @@ class Capture:
             up = h.upgrade() if h.messages else None
             if up is None or not up.charge_point_id:
                 continue
-            self.ocpp_ready.extend(ocpp_rows(h, up.charge_point_id, up.accepted))
-            h.messages.clear()
+            self.ocpp_ready.add_flow(h, up.charge_point_id, up.accepted)
         self.touched.clear()
 
 
@@ -170,5 +169,5 @@ class PcapParser(Parser):
                 cap.feed(chunk)
                 if len(cap.ocpp_ready) >= OCPP_BATCH:
                     cap.ocpp_staged += tables.stage_ocpp(src, sink, cap.ocpp_ready)
-                    cap.ocpp_ready = []
+                    cap.ocpp_ready = OcppFrames()
         tables.write(src, sink, cap, reader)

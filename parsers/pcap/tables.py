@@ -156,21 +156,22 @@ def write(src, sink, cap, reader) -> None:
         )
     if cap.dns.malformed:
         src.notes.append(f"{cap.dns.malformed} DNS responses could not be decoded")
-    staged = stage_ocpp(src, sink, cap.ocpp_ready + ocpp)
+    staged = stage_ocpp(src, sink, ocpp)
     if staged or cap.ocpp_staged:
         from forensics.parsers.ocpp_frames import close_frames
 
         close_frames(src, sink)
 
 
-def stage_ocpp(src, sink, rows: list[dict]) -> int:
-    """Hands OCPP frames to the one OCPP code path (validated and paired at close)."""
-    if not rows:
+def stage_ocpp(src, sink, frames) -> int:
+    """Hands OCPP frames (websocket.OcppFrames) to the one OCPP code path (validated and
+    paired at close)."""
+    if not len(frames):
         return 0
     from forensics.parsers.ocpp_frames import store_frames
 
-    store_frames(src, sink, _ocpp_table(rows))
-    return len(rows)
+    store_frames(src, sink, frames.table())
+    return len(frames)
 
 
 def _deep(src, cap, reader, cip, cport, sip, sport):
@@ -231,22 +232,6 @@ def attribute(con, default: str | None, cap, cip: list[str], sip: list[str]):
 def _table(rows: list[dict]) -> pa.Table:
     cols = {k: [r.get(k) for r in rows] for k in rows[0]}
     return pa.table(cols)
-
-
-def _ocpp_table(rows: list[dict]) -> pa.Table:
-    return pa.table(
-        {
-            "ts": pa.array([r["ts_us"] for r in rows], pa.int64()).cast(
-                pa.timestamp("us", tz="UTC")
-            ),
-            "charger_id": pa.array([r["charger_id"] for r in rows], pa.string()),
-            "direction": pa.array([r["direction"] for r in rows], pa.string()),
-            "frame": pa.array([r["frame"] for r in rows], pa.string()),
-            "locator": pa.array([r["locator"] for r in rows], pa.string()),
-            "line": pa.array([r["line"] for r in rows], pa.int64()),
-            "ocpp_version": pa.array([r["ocpp_version"] for r in rows], pa.string()),
-        }
-    )
 
 
 def dumps(d: dict) -> str:

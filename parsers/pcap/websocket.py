@@ -295,14 +295,67 @@ def unmask(payload: bytes, key: bytes) -> bytes:
     return (int.from_bytes(payload, "little") ^ int.from_bytes(k, "little")).to_bytes(n, "little")
 
 
-def ocpp_rows(h: WsFlow, charger_id: str | None, version: str | None) -> list[dict]:
-    """The flow's text messages that look like OCPP-J arrays, as store_frames rows
-    (ts in microseconds; tables converts)."""
-    rows = []
-    for d, frame, t, text in h.messages:
-        if text.lstrip().startswith("["):
-            rows.append({"ts_us": t, "charger_id": charger_id,
-                         "direction": "cp_to_csms" if d == 0 else "csms_to_cp",
-                         "frame": text, "locator": f"frame {frame}", "line": frame,
-                         "ocpp_version": version})  # fmt: skip
-    return rows
+class OcppFrames:
+    """OCPP-J frames bound for `ocpp_frames.store_frames`, kept as columns (no row dicts):
+    text messages that look like JSON arrays, with time (UTC us), charger, direction and
+    the frame number that completed them."""
+
+    def __init__(self) -> None:
+        self.ts: list[int] = []
+        self.charger: list[str | None] = []
+        self.direction: list[str] = []
+        self.text: list[str] = []
+        self.line: list[int] = []
+        self.version: list[str | None] = []
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    def add(self, ts: int, charger: str | None, from_client: bool, text: str, frame: int,
+            version: str | None) -> None:  # fmt: skip
+        if _is_array(text):
+            self.ts.append(ts)
+            self.charger.append(charger)
+            self.direction.append(CP_TO_CSMS if from_client else CSMS_TO_CP)
+            self.text.append(text)
+            self.line.append(frame)
+            self.version.append(version)
+
+    def add_flow(self, h: WsFlow, charger_id: str | None, version: str | None) -> None:
+        """The flow's text messages (then cleared from the flow)."""
+        msgs = [m for m in h.messages if _is_array(m[3])]
+        h.messages.clear()
+        if not msgs:
+            return
+        d, frame, ts, text = zip(*msgs, strict=True)
+        self.ts.extend(ts)
+        self.charger.extend([charger_id] * len(msgs))
+        self.direction.extend([CSMS_TO_CP if x else CP_TO_CSMS for x in d])
+        self.text.extend(text)
+        self.line.extend(frame)
+        self.version.extend([version] * len(msgs))
+
+    def table(self):
+        """The store_frames table (ts timestamp[us] UTC, locator 'frame N')."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        line = pa.array(self.line, pa.int64())
+        return pa.table(
+            {
+                "ts": pa.array(self.ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                "charger_id": pa.array(self.charger, pa.string()),
+                "direction": pa.array(self.direction, pa.string()),
+                "frame": pa.array(self.text, pa.string()),
+                "locator": pc.binary_join_element_wise("frame ", line.cast(pa.string()), ""),
+                "line": line,
+                "ocpp_version": pa.array(self.version, pa.string()),
+            }
+        )
+
+
+CP_TO_CSMS, CSMS_TO_CP = "cp_to_csms", "csms_to_cp"
+
+
+def _is_array(text: str) -> bool:
+    return text[:1] == "[" or text.lstrip()[:1] == "["
