@@ -64,14 +64,24 @@ def decode(chunk: Chunk) -> Packets:
     start = chunk.data_off
     end = start + chunk.caplen
 
+    def masked(gather, off, ok):
+        # ok guarantees the bytes lie inside the packet; read only those (most masks are
+        # all or nothing: one link type, one IP version per capture)
+        if ok.all():
+            return gather(off)
+        out = np.zeros(n, dtype=np.int64)
+        if ok.any():
+            out[ok] = gather(off[ok])
+        return out
+
     def g16(off, ok, big=True):
-        return np.where(ok, gather_u16(a, np.minimum(off, last - 1), big), 0)
+        return masked(lambda o: gather_u16(a, o, big), off, ok)
 
     def g8(off, ok):
-        return np.where(ok, gather_u8(a, np.minimum(off, last)), 0)
+        return masked(lambda o: gather_u8(a, o), off, ok)
 
     def g32(off, ok, big=True):
-        return np.where(ok, gather_u32(a, np.minimum(off, last - 3), big), 0)
+        return masked(lambda o: gather_u32(a, o, big), off, ok)
 
     link = chunk.linktype
     et = np.zeros(n, dtype=np.int64)
