@@ -22,7 +22,7 @@ from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import CAN_ERR_FLAG, CAN_ERR_MASK, decode_linux
 from forensics.parsers.can.frames import ERR, EXT, TX, CanWriter
 
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 16 << 20
 
 # can-utils' canonical form of a classic data frame (uppercase hex, 6-digit microseconds);
 # python-can appends ' R' / ' T'.

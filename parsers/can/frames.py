@@ -19,7 +19,7 @@ from forensics.parsers.base import BATCH_ROWS, Sink, Source
 from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import ErrorInfo
 
-WRITE_ROWS = 1 << 18  # frames pooled per DuckDB insert
+WRITE_ROWS = 1 << 20  # frames pooled per DuckDB insert
 
 # flag bits of can_frames.flags
 EXT, RTR, ERR, FD, BRS, ESI, TX = 1, 2, 4, 8, 16, 32, 64
@@ -162,7 +162,7 @@ class CanWriter:
 
     def _write_pending(self) -> None:
         if self._pending:
-            tbl = pa.concat_tables(self._pending)
+            tbl = pa.concat_tables(self._pending).combine_chunks()
             self.sink.append("can_frames", tbl)
             self.frames += tbl.num_rows
             self._pending, self._pending_rows = [], 0
