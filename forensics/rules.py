@@ -15,7 +15,8 @@ A rule file:
     SELECT charger_id, ts_start, ts_end, score, summary, evidence FROM ... ORDER BY ...;
 
 Required result columns: charger_id, ts_start, ts_end, score (0..1), summary, evidence
-(BIGINT[] of events.event_id). Optional: cause (another catalogue id), scope
+(BIGINT[] of events.event_id). Optional: cause (another catalogue id; required per row when
+the header says `cause: any`), scope
 (charger|site|fleet), subject, chargers (VARCHAR[]), against (BOOLEAN: evidence against).
 """
 
@@ -39,6 +40,7 @@ STATUSES = ("experimental", "test", "stable", "deprecated")
 REQUIRED_COLUMNS = ("charger_id", "ts_start", "ts_end", "score", "summary", "evidence")
 OPTIONAL_COLUMNS = ("cause", "scope", "subject", "chargers", "against")
 SCOPES = ("charger", "site", "fleet")
+ANY = "any"  # cause/channel chosen per row by the rule's `cause` column
 _HEADER_RE = re.compile(r"^--\s*([a-z_]+)\s*:\s*(.*)$")
 _PARAM_RE = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 
@@ -111,12 +113,12 @@ def parse_rule(path: Path) -> Rule:
     missing = [k for k in REQUIRED_KEYS if not meta.get(k)]
     if missing:
         raise RuleError(f"{path}: header lacks {', '.join(missing)}", hint=_KEYS_HINT)
-    if meta["cause"] not in catalogue.causes():
+    if meta["cause"] != ANY and meta["cause"] not in catalogue.causes():
         raise RuleError(
             f"{path}: cause {meta['cause']!r} is not in the catalogue",
             hint="use an id from queries/causes.toml (`forensics rules list` shows them)",
         )
-    if meta["channel"] not in catalogue.CHANNELS:
+    if meta["channel"] != ANY and meta["channel"] not in catalogue.CHANNELS:
         raise RuleError(f"{path}: channel {meta['channel']!r}", hint="backend, vehicle, internal")
     if meta["severity"] not in SEVERITIES:
         raise RuleError(f"{path}: severity {meta['severity']!r}", hint=", ".join(SEVERITIES))
@@ -242,6 +244,8 @@ def _ms(t0: float) -> float:
 
 def _finding(rule: Rule, row: dict) -> dict:
     cause = row.get("cause") or rule.cause
+    if cause == ANY:
+        raise RuleError(f"rule {rule.id}: declares cause 'any' but returned no cause column")
     if cause not in catalogue.causes():
         raise RuleError(f"rule {rule.id}: returned cause {cause!r}, not in the catalogue")
     scope = row.get("scope") or "charger"
@@ -264,7 +268,7 @@ def _finding(rule: Rule, row: dict) -> dict:
         "ts_start": row["ts_start"],
         "ts_end": row["ts_end"] or row["ts_start"],
         "score": float(score),
-        "summary": row["summary"],
+        "summary": row["summary"] or f"{rule.title} (the rule gave no summary)",
         "evidence": [int(e) for e in (row["evidence"] or []) if e is not None],
         "against": bool(row.get("against") or False),
     }

@@ -335,8 +335,45 @@ def make_wifi_storm() -> None:
     log.write(d / "csms-ocpp.jsonl")
 
 
+def make_fault_slac() -> None:
+    """CP-002 cannot start DC sessions: its fault log shows SLAC failing with every vehicle."""
+    rng = random.Random(18)
+    d = bundle("fault-slac", {"status": "cause_found", "verdicts": [
+        {"subject": "CP-002", "channel": "vehicle", "cause": "vehicle.slac_failure"}]})  # fmt: skip
+    chargers = fleet({"highway-hub": 3})
+    inventory(d / "chargers.csv", chargers)
+    log = CsmsLog()
+    steady(log, chargers, T0, T0 + timedelta(hours=2), rng)
+    log.write(d / "csms-ocpp.jsonl")
+    models = [("Volkswagen", "ID.4"), ("Tesla", "Model Y"), ("Hyundai", "Ioniq 5"), ("BMW", "i4")]
+    faults = []
+    with (d / "sessions.csv").open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["session_id", "charger_id", "connector_id", "start", "stop", "vehicle_make",
+                    "vehicle_model", "evccid", "result", "error_code"])  # fmt: skip
+        for n in range(36):
+            cp = f"CP-{1 + n % 3:03d}"
+            make, model = models[n % len(models)]
+            start = T0 + timedelta(minutes=3 * n + rng.uniform(0, 2))
+            failed = cp == "CP-002"
+            stop = start + timedelta(seconds=25 if failed else rng.uniform(900, 2400))
+            w.writerow([f"S-{n:04d}", cp, 1, iso(start), iso(stop), make, model,
+                        f"{rng.getrandbits(48):012X}", "failed" if failed else "ok",
+                        "SLACTimeout" if failed else ""])  # fmt: skip
+            if failed:
+                for k, code in enumerate(("I001", "E202")):
+                    ts = start + timedelta(seconds=12 + 10 * k)
+                    text = ("SLAC: CM_SLAC_PARM.REQ from EV" if code == "I001"
+                            else "SLAC matching failed: no CM_SLAC_MATCH.CNF within 10 s")  # fmt: skip
+                    level = "INFO" if code == "I001" else "ERROR"
+                    faults.append(f"{ts.strftime('%Y-%m-%d %H:%M:%S')} {level} {code} {text}")
+    (d / "cp-002-faults.log").write_text("\n".join(faults) + "\n", encoding="utf-8")
+    (d / "manifest.toml").write_text('[files."cp-002-faults.log"]\ncharger_id = "CP-002"\n')
+
+
 if __name__ == "__main__":
     for make in (make_backend_outage, make_site_outage, make_identity_mismatch,
-                 make_heartbeat_interval, make_vehicle_model, make_healthy, make_wifi_storm):  # fmt: skip
+                 make_heartbeat_interval, make_vehicle_model, make_healthy, make_wifi_storm,
+                 make_fault_slac):  # fmt: skip
         make()
         print("wrote", make.__doc__.splitlines()[0])

@@ -159,6 +159,27 @@ def model_cluster() -> None:
                                 "failed" if bad else "ok", "SLACTimeout" if bad else ""])  # fmt: skip
 
 
+def charger_side() -> None:
+    rng = random.Random(4)
+    models = [("VW", "ID.4"), ("Tesla", "Model Y"), ("Kia", "EV6"), ("BMW", "i4")]
+    for case, bad_rate in (("fire", 0.8), ("silent", 0.05)):
+        d = folder("vehicle", "vehicle.charger_fails_every_vehicle", case)
+        with (d / "sessions.csv").open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["session_id", "charger_id", "connector_id", "start", "stop",
+                        "vehicle_make", "vehicle_model", "evccid", "result", "error_code"])  # fmt: skip
+            for n in range(120):
+                cp = f"CP-{1 + n % 4:03d}"
+                make, model = models[(n // 4) % 4]  # every charger sees every model
+                failed = rng.random() < (bad_rate if cp == "CP-002" else 0.03)
+                start = T0 + timedelta(minutes=5 * n)
+                w.writerow([f"S{n}", cp, 1, iso(start), iso(start + timedelta(minutes=1)), make,
+                            model, "", "failed" if failed else "ok",
+                            "SLAC_TIMEOUT" if failed else ""])  # fmt: skip
+        if case == "fire":
+            (d / "expect.toml").write_text('chargers = ["CP-002"]\n')
+
+
 def firmware() -> None:
     for case, reported in (("fire", "4.1.0"), ("silent", "4.2.1")):
         d = folder("internal", "firmware.boot_vs_inventory", case)
@@ -172,6 +193,6 @@ def firmware() -> None:
 
 if __name__ == "__main__":
     for make in (boot_rejected, boot_accepted_later, id_case_mismatch, heartbeat_flapping, disconnect_storm,
-                 fleet_drop, site_drop, model_cluster, firmware):  # fmt: skip
+                 fleet_drop, site_drop, model_cluster, charger_side, firmware):  # fmt: skip
         make()
     print("fixtures written under", QUERIES)
