@@ -83,10 +83,10 @@ def parse_asc(src: Source, st) -> None:
             )
         )
         fast = pl.concat([fast.filter(ok), errs]).sort("loc")
-        slow = df.filter(
-            (m.field("1").is_null() & ~pl.col("e") | pl.col("n").is_in(bad_fast.implode()))
-            & (pl.col("line").str.strip_chars() != "")
-        )
+        slow = df.filter(m.field("1").is_null() & ~pl.col("e"))
+        if bad_fast.len():
+            slow = pl.concat([slow, df.filter(pl.col("n").is_in(bad_fast.implode()))]).sort("n")
+        slow = slow.filter(pl.col("line").str.strip_chars() != "")
         changes: list[tuple[int, int]] = []
         if carry is not None:
             changes.append((first - 1, carry))

@@ -94,7 +94,9 @@ def parse_trc(src: Source, st) -> None:
         )
         bad = fast.filter(~ok)["loc"]
         fast = fast.filter(ok)
-        slow = df.filter(m.field("id").is_null() | pl.col("n").is_in(bad.implode()))
+        slow = df.filter(m.field("id").is_null())
+        if bad.len():
+            slow = pl.concat([slow, df.filter(pl.col("n").is_in(bad.implode()))]).sort("n")
         for line_no, line in zip(slow["n"].to_list(), slow["line"].to_list(), strict=True):
             st.feed(line_no, line)
         if fast.height:
