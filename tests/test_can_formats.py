@@ -155,3 +155,18 @@ def test_trc_v1_without_start_time_is_anchored_by_manifest(ingest_files):
                   '[files."peak_v1_0.trc"]\nstart_time = "2026-05-28T20:00:00Z"\n')  # fmt: skip
     assert _frames(con)[0][1] == "20:00:01.841000"
     assert rows(con, "SELECT time_basis FROM can_logs") == [("anchored_manifest",)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"a\r\nb", b"a\r\r\nb", b"a\r", b"a\rb\r\nc\r", b"\r\n\r\n", b"x\r\ny\rz\n\rq", b"",
+     b"\n", b"a\x1fb\nc", b"\xff\xfeab\nc", b'x "q" y\n"z', b"\n\n\nx\n\n", b"a,b;c|d\te"],
+)  # fmt: skip
+def test_fast_line_split_equals_plain_split(data):
+    """The CSV-reader line split the text fast paths use gives str.split's lines exactly."""
+    from forensics.parsers.can.fastpath import split_lines
+
+    plain = [
+        ln[:-1] if ln.endswith("\r") else ln for ln in data.decode("utf-8", "replace").split("\n")
+    ]
+    assert split_lines(data).to_list() == plain

@@ -70,11 +70,9 @@ def split_lines(data: bytes) -> pl.Series:
     count that does not match the newlines takes the plain split.
     """
     n = data.count(b"\n") + 1
-    if (
-        b"\x1f" not in data
-        and not data.endswith(b"\n")
-        and data.count(b"\r") == data.count(b"\r\n")
-    ):
+    # CR handling matches (CR before LF dropped, any other CR kept); doubled CRs take the
+    # plain split all the same, as a guard
+    if b"\x1f" not in data and b"\r\r" not in data and not data.endswith(b"\n"):
         try:
             lines = pl.read_csv(
                 io.BytesIO(data), has_header=False, separator="\x1f", quote_char=None,
