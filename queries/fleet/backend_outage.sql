@@ -13,6 +13,7 @@ WITH drops AS (
   SELECT e.charger_id, e.ts, e.event_id, c.site
   FROM events e LEFT JOIN chargers c USING (charger_id)
   WHERE e.kind IN ('ws.disconnect', 'csms.marked_offline')
+     OR (e.kind = 'ws.close' AND e.code = '1001')  -- 1001 going away: the server shut down
 ),
 fleet AS (
   SELECT count(DISTINCT charger_id) AS n, count(DISTINCT site) AS n_sites FROM chargers

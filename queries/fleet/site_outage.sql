@@ -11,6 +11,7 @@ WITH drops AS (
   SELECT e.charger_id, e.ts, e.event_id, c.site
   FROM events e LEFT JOIN chargers c USING (charger_id)
   WHERE e.kind IN ('ws.disconnect', 'csms.marked_offline')
+     OR (e.kind = 'ws.close' AND e.code = '1001')  -- 1001 going away: the server shut down
 ),
 sites AS (
   SELECT site, count(*) AS n FROM chargers WHERE site IS NOT NULL GROUP BY site
