@@ -18,7 +18,7 @@ from forensics.parsers.can.frames import ERR, EXT, TX
 
 _ASC_FAST = (
     r"^\s*([0-9]+)\.([0-9]{1,6})\s+([0-9]+)\s+([0-9A-Fa-f]{1,8})(x?)\s+(Rx|Tx)\s+d\s+([0-8])"
-    r"((?:\s+[0-9A-Fa-f]{2}){0,8})(?:\s+[^\s0-9A-Fa-f].*)?\s*$"
+    r"((?:[ \t]+[0-9A-Fa-f]{2}){0,8})(?:\s+[^\s0-9A-Fa-f].*)?\s*$"
 )
 # a bare error frame (no ECC, nothing after): empty error classes, the text 'ErrorFrame'
 _ASC_ERR = r"^\s*([0-9]+)\.([0-9]{1,6})\s+([0-9]+)\s+ErrorFrame\s*$"
@@ -58,7 +58,7 @@ def parse_asc(src: Source, st) -> None:
             ext=m.field("5") == "x",
             tx=m.field("6") == "Tx",
             dlc=m.field("7").cast(pl.UInt8),
-            data=m.field("8").str.replace_all(r"\s", "").str.decode("hex"),
+            data=unspace(m.field("8")).str.decode("hex"),
             err=pl.lit(False),
         )
         ok = (pl.col("data").bin.size() == pl.col("dlc")) & (
@@ -117,6 +117,11 @@ def parse_asc(src: Source, st) -> None:
             src.accepted(fast.height)
         if st.anchored:
             carry = w.offset_us
+
+
+def unspace(expr: pl.Expr) -> pl.Expr:
+    """Blanks and tabs out (the data groups allow nothing else): literal, not regex."""
+    return expr.str.replace_all(" ", "", literal=True).str.replace_all("\t", "", literal=True)
 
 
 def _to_arrow(fast: pl.DataFrame):

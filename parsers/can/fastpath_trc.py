@@ -14,6 +14,7 @@ import polars as pl
 
 from forensics.parsers.base import Source
 from forensics.parsers.can.fastpath import text_chunks
+from forensics.parsers.can.fastpath_asc import unspace
 from forensics.parsers.can.frames import EXT, TX
 
 _SEP = r"[ \t]+"
@@ -82,7 +83,7 @@ def parse_trc(src: Source, st) -> None:
                 id_s=m.field("id"),
                 tx=m.field("dir") == "Tx",
                 dlc=length,
-                data=m.field("data").str.replace_all(r"[ \t]", "").str.decode("hex"),
+                data=unspace(m.field("data")).str.decode("hex"),
             )
             .with_columns(can_id=pl.col("id_s").str.to_integer(base=16))
         )
