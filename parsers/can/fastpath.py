@@ -1,9 +1,11 @@
-"""Vectorised text paths: polars reads a chunk of candump or ASC text at once and pulls the
-common data-frame lines out with one regex; every other line (error frames, FD, remote,
-status, headers, anything odd) goes through the reference line parser, so both paths give
-the same rows (a test compares them frame by frame).
+"""Vectorised text paths: polars reads a chunk of candump, ASC or TRC text at once and pulls
+the common lines (classic data frames; candump SocketCAN and bare ASC error frames) out
+with one regex; every other line (FD, remote, status, headers, anything odd) goes through
+the reference line parser, so both paths give the same rows (tests compare them frame by
+frame). Error classes are decoded once per distinct (class bits, data) and joined back.
 
-Chunks are cut on line ends (`CHUNK_BYTES`), so memory stays flat whatever the file size.
+Chunks are cut on line ends (`CHUNK_BYTES`) and the heap is trimmed after each, so memory
+stays flat whatever the file size; frames reach DuckDB in 1M-row inserts (frames.WRITE_ROWS).
 """
 
 from __future__ import annotations
