@@ -191,12 +191,6 @@ def registered(con: duckdb.DuckDBPyConnection, name: str, data: Any):
     con.unregister(name)
 
 
-def arrow(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> pa.Table:
-    """Runs a query and returns its rows as one Arrow table (no DB-API copy)."""
-    con.complete()
-    return con.sql(sql, params=params).to_arrow_table()
-
-
 @dataclass
 class Reject:
     locator: str

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from forensics.parsers._ocpp_schemas import CP_INITIATED
 from forensics.parsers._text import line_batches, utc_sql
-from forensics.parsers.base import FirstLines, Parser, Sink, Source, arrow, register, registered
-from forensics.parsers.ocpp_frames import store_frames
+from forensics.parsers.base import FirstLines, Parser, Sink, Source, register, registered
+from forensics.parsers.ocpp_frames import store_frames_sql
 
 TS_RE = r"^\[?(\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?)"
 FRAME_RE = r'(\[\s*[2-4]\s*,\s*".*\])'
@@ -93,15 +93,14 @@ class OcppText(Parser):
             out_dir, in_dir = (
                 ("cp_to_csms", "csms_to_cp") if side != "csms" else ("csms_to_cp", "cp_to_csms")
             )
-            frames = arrow(
-                con,
+            store_frames_sql(
+                sink,
                 """SELECT ts, charger_id,
                           CASE kw WHEN 'out' THEN $o WHEN 'in' THEN $i END AS direction,
                           frame, 'line ' || line AS locator, line
                    FROM _txt WHERE frame IS NOT NULL""",
                 {"o": out_dir, "i": in_dir},
             )
-            store_frames(src, sink, frames)
             n = con.execute(
                 """INSERT INTO events BY NAME
                    SELECT ts, charger_id, 'backend' AS channel, 'websocket' AS layer,
