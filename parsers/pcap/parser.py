@@ -31,7 +31,12 @@ from forensics.parsers.pcap.tls import (
     TlsFlow,
     looks_like_tls,
 )
-from forensics.parsers.pcap.websocket import OcppFrames, WsFlow, looks_like_http
+from forensics.parsers.pcap.websocket import (
+    OcppFrames,
+    WsFlow,
+    looks_like_http,
+    single_text_frames,
+)
 
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
 
@@ -127,6 +132,11 @@ class Capture:
         frames = pk.chunk.frame[idx[pick]].tolist()
         tss = pk.chunk.ts_us[idx[pick]].tolist()
         handlers = self.handlers
+        # WebSocket segments holding one whole text frame (most OCPP messages) are decoded
+        # in bulk; the flow takes them if its stream is in the state feed() expects
+        ws = np.flatnonzero(kind[pick] == APP_HTTP)
+        texts = single_text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else {}
+        fast = {int(ws[p]): t for p, t in texts.items()}
         for j, (g, dd, o, n, s) in enumerate(
             zip(
                 gid[pick].tolist(),
@@ -138,8 +148,10 @@ class Capture:
             )
         ):
             h = handlers[g]
+            t = fast.get(j)
             try:
-                h.feed(dd, s, buf[o : o + n], frames[j], tss[j])
+                if t is None or not h.take_text(dd, s, n, t, frames[j], tss[j]):
+                    h.feed(dd, s, buf[o : o + n], frames[j], tss[j])
             except (IndexError, ValueError, KeyError, struct.error, zlib.error) as exc:
                 # payload that breaks the protocol parser: stop following this flow (its
                 # TCP state goes on) and say where, in the evidence notes

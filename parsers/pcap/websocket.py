@@ -16,6 +16,8 @@ import struct
 import zlib
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
+
 from forensics.parsers.pcap.stream import Stream
 
 MAX_HEADER = 16384
@@ -173,6 +175,19 @@ class WsFlow:
 
     # ------------------------------------------------------------ WebSocket frames
 
+    def take_text(self, d: int, seq: int, n: int, text: str, frame: int, ts: int) -> bool:
+        """A segment of n bytes that is exactly one unfragmented text frame, decoded in
+        bulk by `single_text_frames`: taken as `feed` would take it (in order, nothing
+        buffered) and True; False when the stream is not in that state (then `feed`)."""
+        st = self.streams[d]
+        if not self.ws or st.next != seq or st.buf or st._pending:
+            return False
+        st.next += n
+        st.consumed += n
+        self.counts["c2s" if d == 0 else "s2c"] += 1
+        self.messages.append((d, frame, ts, text))
+        return True
+
     def _frames(self, d: int, st: Stream) -> None:
         buf = st.buf
         while len(buf) >= 2:
@@ -286,6 +301,38 @@ class WsFlow:
         """The WebSocket upgrade exchange (the last one asking for it)."""
         ups = [e for e in self.exchanges if e.upgrade]
         return ups[-1] if ups else (self.exchanges[-1] if self.exchanges else None)
+
+
+def single_text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> dict[int, str]:
+    """Segments (payload at a[off : off + ln]) that hold exactly one complete unfragmented
+    text frame (FIN, opcode 1, no RSV bits, length below 64 KiB), unmasked and decoded in
+    bulk: {position in off: text}. What `_frames_direct` would make of them, byte for byte."""
+    n_all = len(a)
+    ok = ln >= 2
+    o = np.where(ok, off, 0)
+    b0 = np.where(ok, a[np.minimum(o, n_all - 1)], 0)
+    b1 = np.where(ok, a[np.minimum(o + 1, n_all - 1)], 0)
+    len7, masked = b1 & 0x7F, (b1 >> 7).astype(np.int64)
+    ext = len7 == 126
+    ok &= (b0 == 0x81) & (len7 != 127) & (~ext | (ln >= 4))
+    hi = np.where(ok & ext, a[np.minimum(o + 2, n_all - 1)], 0).astype(np.int64)
+    lo = np.where(ok & ext, a[np.minimum(o + 3, n_all - 1)], 0).astype(np.int64)
+    plen = np.where(ext, (hi << 8) | lo, len7.astype(np.int64))
+    hdr = 2 + 2 * ext + 4 * masked
+    ok &= hdr + plen == ln
+    pos = np.flatnonzero(ok)
+    if not len(pos):
+        return {}
+    start, end = o[pos] + hdr[pos], o[pos] + ln[pos]
+    buf = a.data  # the chunk's bytes, sliced without a copy of the whole
+    out = {}
+    for p, s, e, m in zip(pos.tolist(), start.tolist(), end.tolist(), masked[pos].tolist(),
+                          strict=True):  # fmt: skip
+        payload = bytes(buf[s:e])
+        if m:
+            payload = unmask(payload, bytes(buf[s - 4 : s]))
+        out[p] = payload.decode("utf-8", "replace")
+    return out
 
 
 def unmask(payload: bytes, key: bytes) -> bytes:
