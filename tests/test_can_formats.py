@@ -170,3 +170,36 @@ def test_fast_line_split_equals_plain_split(data):
         ln[:-1] if ln.endswith("\r") else ln for ln in data.decode("utf-8", "replace").split("\n")
     ]
     assert split_lines(data).to_list() == plain
+
+
+def test_asc_gate_then_prefix_capture_equals_full_capture():
+    """The ASC fast path tests the whole pattern without captures, then captures with its
+    prefix: on random near-ASC lines both give the full pattern's captures exactly."""
+    import random
+
+    import polars as pl
+
+    from forensics.parsers.can.fastpath_asc import _ASC_FAST, _ASC_MATCH, _ASC_PREFIX
+
+    r = random.Random(5)
+    odd = ["1.5", "12.1234567", "18FF50E5x", "800", "r", "0ABC", "G1", "x", "\u00a0", "\x0b"]
+    lines = []
+    for _ in range(20000):
+        parts = [f"0.{r.randrange(10**6):06d}", str(r.randrange(1, 4)),
+                 r.choice(["181", "18FF50E5x", "7FF"]), r.choice(["Rx", "Tx"]), "d",
+                 str(r.randrange(9))]  # fmt: skip
+        parts += [r.choice(["01", "0A", "FF", "0ABC", "a"]) for _ in range(r.randrange(10))]
+        parts += r.choice([[], ["Length", "=", "1234"], ["0A"], ["x"]])
+        if r.random() < 0.3:
+            parts[r.randrange(len(parts))] = r.choice(odd)
+        seps = [r.choice([" ", "  ", "\t", "\u00a0", "\x0b"]) if r.random() < 0.2 else " "
+                for _ in parts]  # fmt: skip
+        lines.append("".join(s + p for s, p in zip(seps, parts, strict=True)) + r.choice(["", " "]))
+    line = pl.col("line")
+    df = pl.DataFrame({"line": lines})
+    full = df.select(m=line.str.extract_groups(_ASC_FAST)).unnest("m")
+    gated = df.select(
+        m=pl.when(line.str.contains(_ASC_MATCH)).then(line.str.extract_groups(_ASC_PREFIX))
+    ).unnest("m")
+    assert full["1"].is_not_null().sum() > 1000
+    assert full.equals(gated)

@@ -16,10 +16,15 @@ from forensics.parsers.base import Source
 from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.frames import ERR, EXT, TX
 
-_ASC_FAST = (
+_ASC_PREFIX = (
     r"^\s*([0-9]+)\.([0-9]{1,6})\s+([0-9]+)\s+([0-9A-Fa-f]{1,8})(x?)\s+(Rx|Tx)\s+d\s+([0-8])"
-    r"((?:[ \t]+[0-9A-Fa-f]{2}){0,8})(?:\s+[^\s0-9A-Fa-f].*)?\s*$"
+    r"((?:[ \t]+[0-9A-Fa-f]{2}){0,8})"
 )
+_ASC_FAST = _ASC_PREFIX + r"(?:\s+[^\s0-9A-Fa-f].*)?\s*$"
+# The whole pattern without captures decides (a DFA test); the prefix then captures. On a
+# line the whole pattern matches, the greedy data group can only end where the prefix's does:
+# one pair fewer leaves ' hh...' which neither the trailer nor the end accepts.
+_ASC_MATCH = re.sub(r"\((?!\?)", "(?:", _ASC_FAST)
 # a bare error frame (no ECC, nothing after): empty error classes, the text 'ErrorFrame'
 _ASC_ERR = r"^\s*([0-9]+)\.([0-9]{1,6})\s+([0-9]+)\s+ErrorFrame\s*$"
 _BASE = re.compile(rb"^\s*base\s+(hex|dec)(?:\s+timestamps\s+(absolute|relative))?", re.I | re.M)
@@ -45,21 +50,25 @@ def parse_asc(src: Source, st) -> None:
         df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)
         df = df.with_columns(
             pl.col("n").cast(pl.Int64),
-            m=pl.col("line").str.extract_groups(_ASC_FAST),
+            ok=pl.col("line").str.contains(_ASC_MATCH),
             e=pl.col("line").str.contains(_ASC_ERR),
         )
         m = pl.col("m").struct
-        fast = df.filter(m.field("1").is_not_null()).select(
-            loc=pl.col("n"),
-            sec=m.field("1").cast(pl.Int64),
-            frac=m.field("2").str.pad_end(6, "0").cast(pl.Int64),
-            channel=m.field("3"),
-            can_id=m.field("4").str.to_integer(base=16),
-            ext=m.field("5") == "x",
-            tx=m.field("6") == "Tx",
-            dlc=m.field("7").cast(pl.UInt8),
-            data=unspace(m.field("8")).str.decode("hex"),
-            err=pl.lit(False),
+        fast = (
+            df.filter(pl.col("ok"))
+            .select("n", m=pl.col("line").str.extract_groups(_ASC_PREFIX))
+            .select(
+                loc=pl.col("n"),
+                sec=m.field("1").cast(pl.Int64),
+                frac=m.field("2").str.pad_end(6, "0").cast(pl.Int64),
+                channel=m.field("3"),
+                can_id=m.field("4").str.to_integer(base=16),
+                ext=m.field("5") == "x",
+                tx=m.field("6") == "Tx",
+                dlc=m.field("7").cast(pl.UInt8),
+                data=unspace(m.field("8")).str.decode("hex"),
+                err=pl.lit(False),
+            )
         )
         ok = (pl.col("data").bin.size() == pl.col("dlc")) & (
             pl.col("can_id") <= pl.when(pl.col("ext")).then(0x1FFFFFFF).otherwise(0x7FF)
@@ -83,7 +92,7 @@ def parse_asc(src: Source, st) -> None:
             )
         )
         fast = pl.concat([fast.filter(ok), errs]).sort("loc")
-        slow = df.filter(m.field("1").is_null() & ~pl.col("e"))
+        slow = df.filter(~pl.col("ok") & ~pl.col("e"))
         if bad_fast.len():
             slow = pl.concat([slow, df.filter(pl.col("n").is_in(bad_fast.implode()))]).sort("n")
         slow = slow.filter(pl.col("line").str.strip_chars() != "")
