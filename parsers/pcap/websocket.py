@@ -309,6 +309,8 @@ def single_text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> dict[i
     bulk: {position in off: text}. What `_frames_direct` would make of them, byte for byte."""
     n_all = len(a)
     ok = ln >= 2
+    if not ok.any():
+        return {}
     o = np.where(ok, off, 0)
     b0 = np.where(ok, a[np.minimum(o, n_all - 1)], 0)
     b1 = np.where(ok, a[np.minimum(o + 1, n_all - 1)], 0)

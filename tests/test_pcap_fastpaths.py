@@ -1,0 +1,150 @@
+"""The bulk fast paths agree with the careful per-record code they bypass: the pcapng EPB
+walk, the flow-key hash index, and WebSocket segments holding one whole text frame."""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_pcap_reader import CAPTURES, block_offsets, raw
+
+from forensics.parsers.pcap import pcapng, tcp
+from forensics.parsers.pcap.decode import decode
+from forensics.parsers.pcap.reader import CaptureReader
+from forensics.parsers.pcap.websocket import WsFlow, single_text_frames, unmask
+
+
+def read_all(data: bytes, read_bytes: int):
+    rejects, chunks = [], []
+    r = CaptureReader(io.BytesIO(data), lambda *a: rejects.append(a[:2]), read_bytes=read_bytes)
+    for c in r.chunks():
+        chunks.append((c.frame.tolist(), c.ts_us.tolist(), c.caplen.tolist(), c.linktype.tolist()))
+    frames = [x for c in chunks for x in c[0]]
+    return frames, [x for c in chunks for x in c[1]], rejects, r.stats.skipped_bytes
+
+
+def walk_both(data: bytes, read_bytes: int, monkeypatch):
+    fast = read_all(data, read_bytes)
+    with monkeypatch.context() as m:
+        m.setattr(pcapng, "NATIVE", "?")  # no section matches: block by block only
+        slow = read_all(data, read_bytes)
+    return fast, slow
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CAPTURES if ".pcapng" in n))
+@pytest.mark.parametrize("read_bytes", [700, 1 << 20])
+def test_epb_runs_read_as_block_by_block(name, read_bytes, monkeypatch):
+    fast, slow = walk_both(raw(name), read_bytes, monkeypatch)
+    assert fast == slow
+    assert len(fast[0]) == CAPTURES[name][0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(1, 255)), min_size=1, max_size=8))
+def test_epb_runs_agree_on_damaged_files(flips):
+    data = bytearray(raw("lo_tcp.pcapng"))
+    for pos, x in flips:
+        data[4 + pos % (len(data) - 4)] ^= x  # the magic stays: a capture still
+    mp = pytest.MonkeyPatch()
+    try:
+        fast, slow = walk_both(bytes(data), 700, mp)
+    finally:
+        mp.undo()
+    assert fast == slow
+
+
+def tsresol_at(data: bytes) -> int:
+    """Offset of the first IDB's if_tsresol value byte."""
+    idb = next(o for o in block_offsets(data) if struct.unpack_from("<I", data, o)[0] == 1)
+    p = idb + 16
+    while struct.unpack_from("<H", data, p)[0] != 9:
+        p += 4 + (struct.unpack_from("<H", data, p + 2)[0] + 3) // 4 * 4
+    return p + 4
+
+
+@pytest.mark.parametrize(
+    ("resol", "first"),
+    [(0x86, []), (0xFF, [("offset 180", "pcapng.bad_option")])],
+)
+def test_timestamps_outside_the_calendar_are_rejects(resol, first):
+    """A flipped if_tsresol (2^-6 s; 2^-127 s, finer than anything 64 bits hold) puts the
+    nanosecond tick counts past year 9999: every packet is a reject, never a crash."""
+    data = bytearray(raw("lo_tcp.pcapng"))
+    data[tsresol_at(bytes(data))] = resol
+    frames, _ts, rejects, _skipped = read_all(bytes(data), 1 << 20)
+    assert frames == []
+    assert rejects == first + [(f"frame {i}", "pcap.bad_timestamp") for i in range(1, 24)]
+
+
+@pytest.mark.parametrize("name", ["lo_tcp.pcapng", "veth_vlan.pcapng", "multi_if.pcapng"])
+def test_flow_ids_survive_hash_collisions(name, monkeypatch):
+    """Every flow key hashing alike sends each chunk down the exact path: same flows."""
+
+    def flows(data):
+        r = CaptureReader(io.BytesIO(data), lambda *a: None, read_bytes=700)
+        ft = tcp.FlowTable()
+        out = []
+        for c in r.chunks():
+            idx, gid, d = ft.update(decode(c))
+            out += list(zip(c.frame[idx].tolist(), gid.tolist(), d.tolist(), strict=True))
+        return out, ft.n, ft.pkts[: ft.n].tolist(), [ft.history(g) for g in range(ft.n)]
+
+    data = raw(name)
+    normal = flows(data)
+    monkeypatch.setattr(tcp, "_mix", lambda key: np.zeros(len(key), dtype=np.uint64))
+    assert flows(data) == normal
+    assert normal[1] >= 1
+
+
+def ws_frame(opcode, fin, payload: bytes, key: bytes | None, rsv1=False, ext16=False):
+    b0 = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
+    n = len(payload)
+    mb = 0x80 if key is not None else 0
+    if n >= 126 or ext16:
+        head = bytes([b0, mb | 126]) + n.to_bytes(2, "big")
+    else:
+        head = bytes([b0, mb | n])
+    if key is not None:
+        head += key
+        payload = unmask(payload, key)
+    return head + payload
+
+
+frames = st.builds(
+    ws_frame,
+    st.sampled_from([0, 1, 1, 1, 2, 8, 9]),
+    st.booleans(),
+    st.one_of(st.text(max_size=300).map(str.encode), st.binary(max_size=200)),
+    st.one_of(st.none(), st.binary(min_size=4, max_size=4)),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(frames, st.integers(0, 400)), min_size=1, max_size=12))
+def test_single_text_frames_match_the_frame_parser(segs):
+    """Whatever single_text_frames takes, feeding the segment to a fresh WebSocket flow
+    yields exactly that one text message and consumes it whole."""
+    data = [f[:cut] if cut < len(f) and cut % 3 == 0 else f for f, cut in segs]
+    buf = b"".join(data)
+    off = np.cumsum([0] + [len(x) for x in data[:-1]]).astype(np.int64)
+    ln = np.array([len(x) for x in data], dtype=np.int64)
+    texts = single_text_frames(np.frombuffer(buf, dtype=np.uint8), off, ln)
+    for i, seg in enumerate(data):
+        h = WsFlow()
+        h.ws, h.streams[0].next = True, 0  # upgraded, in order
+        h.feed(0, 0, seg, 7, 99)
+        if i in texts:
+            assert h.messages == [(0, 7, 99, texts[i])]
+            assert h.streams[0].next == len(seg) and not h.streams[0].buf
+            taken = WsFlow()
+            taken.ws, taken.streams[0].next = True, 0
+            assert taken.take_text(0, 0, len(seg), texts[i], 7, 99)
+            assert (taken.messages, taken.counts) == (h.messages, h.counts)
+            assert taken.streams[0].next == h.streams[0].next
+            assert taken.streams[0].consumed == h.streams[0].consumed
