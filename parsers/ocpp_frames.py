@@ -80,7 +80,7 @@ def close_frames(src: Source, sink: Sink) -> int:
     finally:
         # After a failure the transaction is aborted and these fail too: keep the first error.
         with suppress(duckdb.Error):
-            for t in (STAGE, "_ocpp_parsed", "_ocpp_valid", "_ocpp_final"):
+            for t in (STAGE, "_ocpp_parsed", "_ocpp_valid", "_ocpp_valid_exact", "_ocpp_final"):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
@@ -151,39 +151,53 @@ def normalise_version(text: str | None) -> str | None:
     return None
 
 
+EXACT_CHECKS_PER_FORM = 2000  # originals re-validated per failing canonical form
+
+
 def _validate(con) -> None:
+    """Fills _ocpp_valid (per canonical form) and _ocpp_valid_exact (originals of the forms
+    that failed, which the join prefers)."""
     keys = con.execute(
         """SELECT DISTINCT version, action, message_type = 3 AS response, canon
            FROM _ocpp_final WHERE message_type IN (2, 3) AND action IS NOT NULL"""
     ).fetchall()
-    results = {"version": [], "action": [], "response": [], "canon": [], "valid": [], "err": []}
-    used = []
-    for version, action, response, canon in keys:
-        valid, err, v_used = schemas.validate(version, action, response, canon)
-        results["version"].append(version)
-        results["action"].append(action)
-        results["response"].append(response)
-        results["canon"].append(canon)
-        results["valid"].append(valid)
-        results["err"].append(err)
-        used.append(v_used)
-    results["version_used"] = used
+    rows = [(*k, *schemas.validate(k[0], k[1], k[2], k[3])) for k in keys]
+    _table(con, "_ocpp_valid", ["version", "action", "response", "canon"], rows)
+    failing = [r[:4] for r in rows if r[4] is False]
+    originals = []
+    if failing:
+        with registered(con, "_failing", _key_table(failing)):
+            originals = con.execute(
+                f"""SELECT DISTINCT f.version, f.action, f.message_type = 3, f.canon,
+                           f.payload::VARCHAR AS text
+                    FROM _ocpp_final f JOIN _failing k
+                      ON k.version IS NOT DISTINCT FROM f.version AND k.action = f.action
+                     AND k.response = (f.message_type = 3) AND k.canon = f.canon
+                    QUALIFY row_number() OVER (PARTITION BY f.version, f.action,
+                                               f.message_type, f.canon) <= {EXACT_CHECKS_PER_FORM}"""
+            ).fetchall()
+    exact = [(v, a, r, text, *schemas.validate(v, a, r, text)) for v, a, r, _c, text in originals]
+    _table(con, "_ocpp_valid_exact", ["version", "action", "response", "payload"], exact)
+
+
+def _key_table(keys) -> pa.Table:
+    cols = list(zip(*keys, strict=True))
+    return pa.table(
+        {"version": pa.array(cols[0], pa.string()), "action": pa.array(cols[1], pa.string()),
+         "response": pa.array(cols[2], pa.bool_()), "canon": pa.array(cols[3], pa.string())}
+    )  # fmt: skip
+
+
+def _table(con, name: str, key_cols: list[str], rows) -> None:
+    """Temp table of validation results: key columns, then valid, err, version_used."""
+    names = [*key_cols, "valid", "err", "version_used"]
+    types = {"response": pa.bool_(), "valid": pa.bool_()}
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
     table = pa.table(
-        results,
-        schema=pa.schema(
-            [
-                ("version", pa.string()),
-                ("action", pa.string()),
-                ("response", pa.bool_()),
-                ("canon", pa.string()),
-                ("valid", pa.bool_()),
-                ("err", pa.string()),
-                ("version_used", pa.string()),
-            ]
-        ),
+        {n: pa.array(list(c), types.get(n, pa.string())) for n, c in zip(names, cols, strict=True)}
     )
     with registered(con, "_valid_in", table):
-        con.execute("CREATE TEMP TABLE _ocpp_valid AS SELECT * FROM _valid_in")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _valid_in")
 
 
 _SHAPE = """
@@ -276,13 +290,17 @@ _INSERT_SQL = """
 INSERT INTO ocpp_messages BY NAME
 SELECT f.ts, f.charger_id, f.direction, f.message_type, f.unique_id, f.action, f.payload,
        f.error_code, f.error_description,
-       coalesce(f.version, v.version_used) AS ocpp_version,
-       v.valid AS schema_valid, v.err AS schema_error, f.response_ms, f.seq,
-       $fid AS file_id, f.locator, f.line
+       coalesce(f.version, x.version_used, v.version_used) AS ocpp_version,
+       coalesce(x.valid, v.valid) AS schema_valid,
+       CASE WHEN x.valid IS NOT NULL THEN x.err ELSE v.err END AS schema_error,
+       f.response_ms, f.seq, $fid AS file_id, f.locator, f.line
 FROM _ocpp_final f
 LEFT JOIN _ocpp_valid v
   ON v.version IS NOT DISTINCT FROM f.version AND v.action = f.action
  AND v.response = (f.message_type = 3) AND v.canon = f.canon
+LEFT JOIN _ocpp_valid_exact x
+  ON v.valid = false AND x.version IS NOT DISTINCT FROM f.version AND x.action = f.action
+ AND x.response = (f.message_type = 3) AND x.payload = f.payload::VARCHAR
 """
 
 # One event per message, with the most specific kind; pf = [status, connectorStatus,

@@ -195,3 +195,19 @@ def test_clean_close_is_not_a_disconnect(ingest_files):
         ("ws.disconnect", "warning"),
         ("ws.disconnect", "warning"),
     ]
+
+
+def test_enum_with_digits_is_judged_on_the_original(ingest_files):
+    def meter(uid, phase):
+        sv = {"value": "230.1", "measurand": "Voltage", "phase": phase, "unit": "V"}
+        payload = {
+            "connectorId": 1,
+            "meterValue": [{"timestamp": "2026-06-01T12:00:00Z", "sampledValue": [sv]}],
+        }
+        return jl("2026-06-01T12:00:00Z", [2, uid, "MeterValues", payload])
+
+    # "L3-L1" canonicalises to the invalid "L1-L1"; "L2-L2" is invalid for real.
+    _, con = ingest_files({"m.jsonl": "\n".join([meter("a", "L3-L1"), meter("b", "L2-L2")])})
+    got = rows(con, "SELECT unique_id, schema_valid, schema_error FROM ocpp_messages ORDER BY 1")
+    assert got[0][:2] == ("a", True) and got[0][2] is None
+    assert got[1][:2] == ("b", False) and "'L2-L2' is not one of" in got[1][2]
