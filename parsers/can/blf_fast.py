@@ -8,11 +8,9 @@ one, so results equal the reference loop; a container that does not chain takes 
 from __future__ import annotations
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
-from forensics.parsers.can.errorclass import ErrorInfo, decode_sja1000_ecc
-from forensics.parsers.can.frames import ERR, FRAME_SCHEMA, RTR, TX
+from forensics.parsers.can.frames import FRAME_SCHEMA, RTR, TX
 
 _SIG = np.frombuffer(b"LOBJ", dtype=np.uint8)
 
@@ -61,13 +59,10 @@ def decode(reader, data: bytes, container_off: int) -> bytes | None:
     otype = _u(buf, pos + 12, 4)
     hsize = _u(buf, pos + 4, 2)
     hver = _u(buf, pos + 6, 2)
-    v1 = (hver == 1) & (hsize == 32)
-    fast = ((otype == 1) | (otype == 86)) & v1 & (size >= 48)
-    # CAN_ERROR_EXT whose 32-byte body lies inside the object: same bytes as the reference reads
-    err = (otype == 73) & v1 & (size >= 64)
+    fast = ((otype == 1) | (otype == 86)) & (hver == 1) & (hsize == 32) & (size >= 48)
     base_no = reader.obj_no
     reader.obj_no += n_whole
-    for i in np.flatnonzero(~fast & ~err):  # the rest, in file order, through the reference
+    for i in np.flatnonzero(~fast):  # the rest, in file order, through the reference code
         p = int(pos[i])
         reader.obj_no_override = base_no + int(i) + 1
         reader._object(
@@ -77,14 +72,6 @@ def decode(reader, data: bytes, container_off: int) -> bytes | None:
     idx = np.flatnonzero(fast)
     if len(idx):
         reader.w.append_frames(_frames(buf, pos[idx], idx + base_no + 1, reader.w.offset_us))
-        reader.src.accepted(len(idx))
-    idx = np.flatnonzero(err)
-    if len(idx):
-        frames, errors = _error_frames(
-            buf, pos[idx], idx + base_no + 1, reader.w.offset_us, reader.w.loc_unit
-        )
-        reader.w.append_frames(frames)
-        reader.w.append_errors(errors)
         reader.src.accepted(len(idx))
     return tail
 
@@ -119,69 +106,6 @@ def _frames(buf: np.ndarray, p: np.ndarray, loc: np.ndarray, offset_us: int) -> 
         ],
         schema=FRAME_SCHEMA,
     )
-
-
-_LIST = pl.List(pl.String)
-_INFO = {"key": pl.UInt16, "classes": _LIST, "controller": _LIST, "protocol": _LIST,
-         "location": pl.String, "transceiver": pl.String, "tx_errors": pl.Int16,
-         "rx_errors": pl.Int16, "state": pl.String}  # fmt: skip
-
-
-def _error_frames(buf, p, loc, offset_us: int, unit: str) -> tuple[pa.Table, pa.Table]:
-    """CAN_ERROR_EXT objects (header v1) as `BlfReader._object` writes them: an error frame
-    row, and its error record from the SJA1000 code (decoded once per distinct code)."""
-    hflags = _u(buf, p + 16, 4)
-    stamp = _u(buf, p + 24, 8).astype(np.int64)
-    ts = np.where(hflags == 1, stamp * 10, (stamp + 500) // 1000) + offset_us
-    body = p + 32
-    ch = _u(buf, body, 2)
-    key = np.where(_u(buf, body + 4, 4) & np.uint64(1), buf[body + 8].astype(np.uint16), 256)
-    dlc = np.minimum(buf[body + 10] & 15, 8).astype(np.int32)
-    cid = _u(buf, body + 16, 4)
-    take = np.arange(8)[None, :] < dlc[:, None]
-    payload = buf[(body + 24)[:, None] + np.arange(8)[None, :]][take]
-    offsets = np.concatenate([[0], np.cumsum(dlc)]).astype(np.int32)
-    data = pa.BinaryArray.from_buffers(
-        pa.binary(), len(p), [None, pa.py_buffer(offsets), pa.py_buffer(payload.tobytes())]
-    )
-    tss = _arrow(ts, np.int64, pa.int64()).cast(pa.timestamp("us"))
-    chs = _arrow(ch, np.uint16, pa.uint16()).cast(pa.string())
-    frames = pa.Table.from_arrays(
-        [
-            _arrow(loc, np.int64, pa.int64()),
-            tss,
-            chs,
-            _arrow(cid & np.uint64(0x1FFFFFFF), np.uint32, pa.uint32()),
-            _arrow(np.full(len(p), ERR), np.uint8, pa.uint8()),
-            _arrow(dlc, np.uint8, pa.uint8()),
-            data,
-        ],
-        schema=FRAME_SCHEMA,
-    )
-    rows = []
-    for k in np.unique(key).tolist():  # 256: no SJA1000 code, an empty record
-        i = decode_sja1000_ecc(k) if k < 256 else ErrorInfo()
-        rows.append((k, i.classes, i.controller, i.protocol, i.location, i.transceiver,
-                     i.tx_errors, i.rx_errors, i.state))  # fmt: skip
-    info = pl.DataFrame(rows, schema=_INFO, orient="row")
-    recs = pl.DataFrame(
-        {
-            "loc": pl.Series(np.asarray(loc, dtype=np.int64)),
-            "ts": pl.from_arrow(tss),
-            "channel": pl.from_arrow(chs),
-            "key": pl.Series(key.astype(np.uint16)),
-        }
-    )
-    errors = recs.join(info, on="key", how="left").select(
-        pl.col("loc"),
-        (pl.lit(unit + " ") + pl.col("loc").cast(pl.String)).alias("locator"),
-        pl.col("ts"),
-        pl.col("channel"),
-        pl.lit("error_frame").alias("source"),
-        *[pl.col(c) for c in list(_INFO)[1:]],
-        pl.lit(None, pl.String).alias("text"),
-    )
-    return frames, errors.to_arrow()
 
 
 def _arrow(values: np.ndarray, dtype, typ: pa.DataType) -> pa.Array:

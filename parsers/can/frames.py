@@ -72,6 +72,8 @@ class CanWriter:
         self._e: list[tuple] = []
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
+        self._pending_err: list[pa.Table] = []
+        self._pending_err_rows = 0
         self.notes: list[str] = []
         extra = src.context.extra or {}
         self.bitrate = _int_or_none(extra.get("bitrate"))
@@ -147,8 +149,24 @@ class CanWriter:
             self._flush_errors()
 
     def append_errors(self, table: pa.Table) -> None:
-        """Vectorised paths hand over ready can_errors rows (ts absolute, microseconds)."""
-        self.sink.append("can_errors", table)
+        """Vectorised paths hand over ready can_errors rows (ts absolute, microseconds;
+        `locator` may be left out: it is made from `loc`), pooled like frames (BLF hands
+        over a few per container)."""
+        if self._pending_err:
+            table = table.cast(self._pending_err[0].schema)
+        self._pending_err.append(table)
+        self._pending_err_rows += table.num_rows
+        if self._pending_err_rows >= WRITE_ROWS:
+            self._write_pending_errors()
+
+    def _write_pending_errors(self) -> None:
+        if self._pending_err:
+            tbl = pa.concat_tables(self._pending_err).combine_chunks()
+            if "locator" not in tbl.column_names:  # one string op here, not one per container
+                loc = pl.from_arrow(tbl["loc"]).cast(pl.String)
+                tbl = tbl.append_column("locator", (self.loc_unit + " " + loc).to_arrow())
+            self.sink.append("can_errors", tbl)
+            self._pending_err, self._pending_err_rows = [], 0
 
     def append_frames(self, table: pa.Table) -> None:
         """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds).
@@ -174,6 +192,7 @@ class CanWriter:
             self._f = [[] for _ in range(7)]
             self.append_frames(_frame_table(f))
         self._write_pending()
+        self._write_pending_errors()
         self._flush_errors()
 
     def _flush_errors(self) -> None:
