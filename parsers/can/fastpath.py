@@ -15,6 +15,7 @@ import ctypes.util
 import io
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pyarrow as pa
@@ -33,35 +34,52 @@ _CANDUMP_FAST = (  # no capture groups: used as a match test
 )
 
 
-def text_chunks(src: Source) -> Iterator[tuple[int, list[str] | pl.Series]]:
-    """Yields (first_line_no, polars Series of lines) over the file, cut on newlines."""
+def text_chunks(src: Source) -> Iterator[tuple[int, pl.Series]]:
+    """Yields (first_line_no, polars Series of lines) over the file, cut on newlines.
+
+    A worker thread reads and splits the next chunk while the caller parses this one (polars
+    and DuckDB release the GIL), so reading overlaps parsing and inserting.
+    """
     line_no = 1
-    pending = b""
-    with src.open() as fh:
-        head = fh.read(3)
-        if head != b"\xef\xbb\xbf":
-            pending = head
-        while True:
-            chunk = fh.read(CHUNK_BYTES)
-            data = pending + chunk
-            if chunk:
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    pending = data
-                    continue
-                pending, data = data[cut + 1 :], data[:cut]
-            else:
-                pending = b""
-            if not data and not chunk:
-                break
-            lines = split_lines(data)
-            del data
+    with src.open() as fh, ThreadPoolExecutor(1, thread_name_prefix="can-read") as pool:
+        pieces = _pieces(fh)
+
+        def next_lines() -> pl.Series | None:
+            data = next(pieces, None)
+            return None if data is None else split_lines(data)
+
+        ahead = pool.submit(next_lines)
+        while (lines := ahead.result()) is not None:
+            ahead = pool.submit(next_lines)
             yield line_no, lines
             line_no += len(lines)
             del lines
             release_memory()
-            if not chunk:
-                break
+
+
+def _pieces(fh) -> Iterator[bytes]:
+    """The file's bytes in about CHUNK_BYTES pieces cut after a newline (a UTF-8 BOM dropped;
+    the newline itself is not in the piece)."""
+    pending = b""
+    head = fh.read(3)
+    if head != b"\xef\xbb\xbf":
+        pending = head
+    while True:
+        chunk = fh.read(CHUNK_BYTES)
+        data = pending + chunk
+        if chunk:
+            cut = data.rfind(b"\n")
+            if cut < 0:
+                pending = data
+                continue
+            pending, data = data[cut + 1 :], data[:cut]
+        else:
+            pending = b""
+        if not data and not chunk:
+            break
+        yield data
+        if not chunk:
+            break
 
 
 def split_lines(data: bytes) -> pl.Series:
