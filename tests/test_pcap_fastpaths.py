@@ -148,3 +148,17 @@ def test_single_text_frames_match_the_frame_parser(segs):
             assert (taken.messages, taken.counts) == (h.messages, h.counts)
             assert taken.streams[0].next == h.streams[0].next
             assert taken.streams[0].consumed == h.streams[0].consumed
+
+
+@pytest.mark.parametrize("fake_len", [32, 64, 0x1000])
+def test_epb_lookalike_inside_packet_bytes(fake_len, monkeypatch):
+    """Packet bytes that read like an EPB header (type 6, a plausible length) at a 4-byte
+    boundary are no block: the chain breaks there and the per-block walk goes on."""
+    data = bytearray(raw("lo_tcp.pcapng"))
+    for o in block_offsets(bytes(data)):
+        btype, blen = struct.unpack_from("<II", data, o)
+        if btype == 6 and blen >= 28 + 48:
+            struct.pack_into("<II", data, o + 28 + 16, 6, fake_len)
+    fast, slow = walk_both(bytes(data), 1 << 20, monkeypatch)
+    assert fast == slow
+    assert len(fast[0]) == 23

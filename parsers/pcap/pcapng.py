@@ -45,16 +45,50 @@ class _EpbRun:
     32-bit view of the buffer (blocks are 4-byte aligned) and then checked in bulk (trailer
     length, captured length). The first block that is anything else (another type, too
     short or long, cut by the buffer end, a bad trailer) is left to the careful per-block
-    walk, which decides what it is exactly as before."""
+    walk, which decides what it is exactly as before.
+
+    The walk itself is mostly numpy: every word that could start an EPB (type 6, length a
+    multiple of 4, >= 32, inside the buffer) is a candidate with its successor; from the
+    current block on, candidates whose successor is the next candidate form the chain the
+    per-block loop would follow. Where the chain breaks (a block that is no candidate, or
+    a candidate word inside a packet's bytes) the per-block loop takes over."""
+
+    WINDOW = 8192  # candidates compared per step (bounds the work per call)
 
     def __init__(self, buf: bytes):
         self.n4 = len(buf) >> 2
         self.mv = memoryview(buf)[: self.n4 << 2].cast("I")
         self.w = np.frombuffer(buf, dtype=np.uint32, count=self.n4)
+        self.cand: np.ndarray | None = None
+
+    def _candidates(self) -> None:
+        w = self.w
+        t = np.flatnonzero(w[:-1] == BT_EPB) if self.n4 > 1 else np.zeros(0, np.int64)
+        bl = w[t + 1].astype(np.int64)
+        nxt = t + (bl >> 2)
+        ok = ((bl & 3) == 0) & (bl >= 32) & (nxt <= self.n4)
+        self.cand, self.cnext = t[ok], nxt[ok]
+
+    def _chain(self, i: int) -> tuple[list[np.ndarray], int]:
+        if self.cand is None:
+            self._candidates()
+        cand, cnext, out = self.cand, self.cnext, []
+        while True:
+            k = int(np.searchsorted(cand, i))
+            if k >= len(cand) or cand[k] != i:
+                return out, i
+            c, nx = cand[k : k + self.WINDOW], cnext[k : k + self.WINDOW]
+            broken = np.flatnonzero(nx[:-1] != c[1:])
+            m = int(broken[0]) if len(broken) else len(c) - 1
+            out.append(c[: m + 1])
+            i = int(nx[m])
+            if len(broken):
+                return out, i
 
     def run(self, off: int) -> tuple[list[int], int]:
         """(offsets of the good EPBs from off on, offset of the first block not taken)."""
-        mv, n4, i = self.mv, self.n4, off >> 2
+        parts, i = self._chain(off >> 2)
+        mv, n4 = self.mv, self.n4
         got: list[int] = []
         ap = got.append
         while i + 3 <= n4:
@@ -66,15 +100,17 @@ class _EpbRun:
                 break
             ap(i)
             i = j
-        if not got:
-            return got, off
+        if got:
+            parts.append(np.asarray(got, dtype=np.int64))
+        if not parts:
+            return [], off
         w = self.w
-        q = np.asarray(got, dtype=np.int64)
+        q = np.concatenate(parts) if len(parts) > 1 else parts[0]
         bl = w[q + 1].astype(np.int64)
         ok = (bl <= MAX_BLOCK) & (w[q + (bl >> 2) - 1] == bl) & (w[q + 5] <= bl - 32)
         if not ok.all():
             k = int(np.argmin(ok))
-            q, i = q[:k], got[k]
+            q, i = q[:k], int(q[k])
         return (q << 2).tolist(), i << 2
 
 
