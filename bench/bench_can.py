@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -105,6 +106,7 @@ def main() -> None:
                 "speedup": round(ref["seconds"] / ours["seconds"], 2),
                 "ours_rss_mb": round(ours["rss_mb"]), "python_can_rss_mb": round(ref["rss_mb"]),
                 "ours_frames": ours["frames"], "ours_errors": ours["errors"], "rejects": ours["rejects"],
+                "load_1min": round(os.getloadavg()[0], 1),  # shared cores: how busy they were
             }  # fmt: skip
             results.append(row)
             print(json.dumps(row), flush=True)
