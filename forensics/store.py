@@ -147,7 +147,7 @@ def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnect
         ) from exc
     con.execute("SET TimeZone = 'UTC'")
     # Bounded memory whatever the file size: DuckDB spills to <case>.tmp beyond this.
-    con.execute("SET memory_limit = ?", [os.environ.get("FORENSICS_MEMORY_LIMIT", "1GB")])
+    con.execute("SET memory_limit = ?", [os.environ.get("FORENSICS_MEMORY_LIMIT", "512MB")])
     con.execute("SET preserve_insertion_order = false")
     if read_only:
         check_version(con, path)
