@@ -86,6 +86,7 @@ def close_frames(src: Source, sink: Sink) -> int:
 
 def _close(src: Source, sink: Sink, con) -> int:
     con.execute(_PARSE_SQL)
+    con.execute(f"DROP TABLE {STAGE}")  # each step frees the one before: bounded memory
     bad = con.execute(
         """SELECT locator, reject, left(frame, 80), reject_detail FROM _ocpp_parsed
            WHERE reject IS NOT NULL ORDER BY seq"""
@@ -102,6 +103,7 @@ def _close(src: Source, sink: Sink, con) -> int:
     )
     with registered(con, "_versions", versions_table):
         con.execute(_PAIR_SQL)
+    con.execute("DROP TABLE _ocpp_parsed")
     _validate(con)
     con.execute(_INSERT_SQL, {"fid": sink.file_id})
     sink.count("ocpp_messages", good)
@@ -225,7 +227,8 @@ WITH t AS (
 ), u AS (
   SELECT *, TRY_CAST(x[1] AS INTEGER) AS mt, len(list_filter(x, lambda e: e IS NOT NULL)) AS n FROM t
 ), c AS (SELECT *, {_SHAPE} AS reject FROM u)
-SELECT seq, ts, charger_id, direction, frame, locator, line, ocpp_version, reject,
+SELECT seq, ts, charger_id, direction, locator, line, ocpp_version, reject,
+  CASE WHEN reject IS NOT NULL THEN left(frame, 80) END AS frame,  -- kept for rejects only
   CASE reject
     WHEN 'ocpp.bad_message_type' THEN 'message type must be 2, 3 or 4'
     WHEN 'ocpp.bad_frame' THEN 'wrong element count or types for message type ' || mt
