@@ -10,17 +10,14 @@ stays flat whatever the file size; frames reach DuckDB in 1M-row inserts (frames
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import io
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import polars as pl
 import pyarrow as pa
 
-from forensics.parsers.base import Source
+from forensics.parsers.base import Source, release_memory
 from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import CAN_ERR_FLAG, CAN_ERR_MASK, decode_linux
 from forensics.parsers.can.frames import ERR, EXT, TX, CanWriter
@@ -41,8 +38,8 @@ def text_chunks(src: Source) -> Iterator[tuple[int, pl.Series]]:
     and DuckDB release the GIL), so reading overlaps parsing and inserting.
     """
     line_no = 1
-    with src.open() as fh, ThreadPoolExecutor(1, thread_name_prefix="can-read") as pool:
-        pieces = _pieces(fh)
+    with ThreadPoolExecutor(1, thread_name_prefix="can-read") as pool:
+        pieces = (data for _first, data in src.line_chunks(CHUNK_BYTES))
 
         def next_lines() -> pl.Series | None:
             data = next(pieces, None)
@@ -55,31 +52,6 @@ def text_chunks(src: Source) -> Iterator[tuple[int, pl.Series]]:
             line_no += len(lines)
             del lines
             release_memory()
-
-
-def _pieces(fh) -> Iterator[bytes]:
-    """The file's bytes in about CHUNK_BYTES pieces cut after a newline (a UTF-8 BOM dropped;
-    the newline itself is not in the piece)."""
-    pending = b""
-    head = fh.read(3)
-    if head != b"\xef\xbb\xbf":
-        pending = head
-    while True:
-        chunk = fh.read(CHUNK_BYTES)
-        data = pending + chunk
-        if chunk:
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                pending = data
-                continue
-            pending, data = data[cut + 1 :], data[:cut]
-        else:
-            pending = b""
-        if not data and not chunk:
-            break
-        yield data
-        if not chunk:
-            break
 
 
 def split_lines(data: bytes) -> pl.Series:
@@ -105,25 +77,6 @@ def split_lines(data: bytes) -> pl.Series:
             return lines.fill_null("")
     lines = pl.Series("line", [data.decode("utf-8", errors="replace")]).str.split("\n")
     return lines.explode().str.strip_suffix("\r")
-
-
-def release_memory() -> None:
-    """Hands freed heap back to the OS between chunks: DuckDB's and polars' transient
-    buffers otherwise leave glibc's arenas fragmented and RSS creeping up with file size."""
-    if _TRIM is not None:
-        _TRIM(0)
-
-
-def _malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return None
-
-
-_TRIM = _malloc_trim()
 
 
 def parse_candump(src: Source, w: CanWriter) -> None:

@@ -10,15 +10,12 @@ OCPP code path (`ocpp_frames.store_frames`).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import struct
-import sys
 import zlib
 
 import numpy as np
 
-from forensics.parsers.base import Magic, Parser, Sink, Source, register
+from forensics.parsers.base import Magic, Parser, Sink, Source, register, release_memory
 from forensics.parsers.pcap import tables
 from forensics.parsers.pcap.decode import decode
 from forensics.parsers.pcap.dns import DnsLog
@@ -39,26 +36,6 @@ from forensics.parsers.pcap.websocket import (
 )
 
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
-
-
-def _malloc_trim():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_memory() -> None:
-    """Hands freed heap back to the OS after each chunk: the chunk buffers (8 MiB each) and
-    DuckDB's insert buffers otherwise leave glibc's arenas fragmented, and RSS creeps up
-    with the file (as in parsers/can/fastpath.py)."""
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
