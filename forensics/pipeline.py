@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from forensics import derive, ingest, intake, report_html, rules, store, verdict
+from forensics import ingest, intake, report_html, rules, store, verdict
 from forensics.errors import IntakeError
 from forensics.render import markdown
 
@@ -71,7 +71,6 @@ def triage(
     case_id = case_id_for(inputs, report.manifest.case_id if report.manifest else None)
     con = store.connect(case_path)
     try:
-        derive.run(con)
         runs, _errors = analyze(con, rule_dirs)
         doc = verdict.build(con, case_id, ", ".join(p.name for p in inputs))
         write_outputs(doc, out_dir)
