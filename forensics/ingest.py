@@ -217,7 +217,8 @@ def discard_file(con: duckdb.DuckDBPyConnection, fid: int, status: str, message:
     tables = con.execute(
         """SELECT DISTINCT table_name FROM duckdb_columns()
            WHERE column_name = 'file_id' AND NOT internal AND table_name <> 'evidence'
-             AND schema_name = 'main'"""
+             AND schema_name = 'main'
+             AND table_name IN (SELECT table_name FROM duckdb_tables())  -- not views"""
     ).fetchall()
     con.execute("BEGIN TRANSACTION")
     for (table,) in tables:

@@ -14,7 +14,7 @@ import duckdb
 
 from forensics.errors import CaseError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: can_frames a view over can_frame_store (payload as an integer)
 
 CORE_DDL = """
 CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR);
