@@ -11,7 +11,9 @@ import gzip
 import hashlib
 import logging
 import traceback
+from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -46,10 +48,16 @@ class IngestReport:
     manifest: manifest.Manifest | None = None
 
 
+# Files at least this big whose size no other file has are hashed in a thread while they
+# are parsed: a file of a size nothing else has cannot be a duplicate, so the hash is not
+# needed before parsing (hashlib releases the GIL).
+HASH_BESIDE_BYTES = 1 << 20
+
+
 @dataclass
 class _Planned:
     bf: intake.BundleFile
-    sha256: str
+    sha256: str | Future  # Future[(sha, size)] while hashed beside parsing
     size: int
     parser: type[Parser] | None
     context: FileContext
@@ -86,6 +94,11 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, option
     refused_known = set(
         con.execute("SELECT bundle, path FROM evidence WHERE status = 'refused'").fetchall()
     )
+    sizes = Counter(bf.path.stat().st_size for bf in files if bf.path is not None)
+    sizes.update(
+        r[0] for r in con.execute("SELECT size FROM evidence WHERE sha256 IS NOT NULL").fetchall()
+    )
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
 
     mf = manifest.Manifest()
     manifest_error: FormatError | None = None
@@ -107,6 +120,13 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, option
             report.refused.append((bf.display, bf.refused))
             if (bf.bundle, bf.display) not in refused_known:
                 _evidence_only(con, bf, None, 0, None, "refused", bf.refused)
+            continue
+        size = bf.path.stat().st_size
+        if size >= HASH_BESIDE_BYTES and sizes[size] == 1 and not manifest.is_manifest(bf.display):
+            ctx = mf.context_for(bf.display, timezone, charger_id)
+            ctx.extra.update(options or {})
+            cls = detect(FileHead(bf.display, read_head(bf.path)), ctx.format)
+            plan.append(_Planned(bf, hasher.submit(hash_file, bf.path), size, cls, ctx))
             continue
         sha, size = hash_file(bf.path)
         if sha in known:
@@ -138,11 +158,18 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, option
         if p.parser is None:
             report.unrecognised.append(p.bf.display)
             _evidence_only(
-                con, p.bf, p.sha256, p.size, None, "unrecognised", "no parser recognises it"
+                con, p.bf, _sha(p), p.size, None, "unrecognised", "no parser recognises it"
             )
         else:
             ingest_file(con, p, report)
+            if isinstance(p.sha256, Future):
+                con.execute(
+                    "UPDATE evidence SET sha256 = ? WHERE file_id = "
+                    "(SELECT max(file_id) FROM evidence WHERE bundle = ? AND path = ?)",
+                    [_sha(p), p.bf.bundle, p.bf.display],
+                )
         done += p.size
+    hasher.shutdown()
     if progress:
         progress("", total, total)
     derive.run(con)
@@ -161,7 +188,8 @@ def ingest_file(con: duckdb.DuckDBPyConnection, p: _Planned, report: IngestRepor
     parser = p.parser()
     src = Source(p.bf.path, p.bf.display, p.context)
     con.execute("BEGIN TRANSACTION")
-    fid = _evidence_row(con, p.bf, p.sha256, p.size, parser.kind, "parsing", "", parser)
+    sha = p.sha256 if isinstance(p.sha256, str) else None  # filled in after parsing
+    fid = _evidence_row(con, p.bf, sha, p.size, parser.kind, "parsing", "", parser)
     con.execute("COMMIT")
     sink = Sink(con, fid, set(store.table_names(con)))
     try:
@@ -282,6 +310,10 @@ def _evidence_only(con, bf, sha, size, kind, status, message, parser=None) -> No
     con.execute("BEGIN TRANSACTION")
     _evidence_row(con, bf, sha, size, kind, status, message, parser)
     con.execute("COMMIT")
+
+
+def _sha(p: _Planned) -> str:
+    return p.sha256 if isinstance(p.sha256, str) else p.sha256.result()[0]
 
 
 def hash_file(path: Path) -> tuple[str, int]:

@@ -3,19 +3,26 @@ walk, the flow-key hash index, and WebSocket segments holding one whole text fra
 
 from __future__ import annotations
 
+import hashlib
 import io
+import shutil
 import struct
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_pcap_reader import CAPTURES, block_offsets, raw
 
+from forensics import ingest
 from forensics.parsers.pcap import pcapng, tcp
 from forensics.parsers.pcap.decode import decode
 from forensics.parsers.pcap.reader import CaptureReader
 from forensics.parsers.pcap.websocket import WsFlow, single_text_frames, unmask
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_traces"
 
 
 def read_all(data: bytes, read_bytes: int):
@@ -162,3 +169,45 @@ def test_epb_lookalike_inside_packet_bytes(fake_len, monkeypatch):
     fast, slow = walk_both(bytes(data), 1 << 20, monkeypatch)
     assert fast == slow
     assert len(fast[0]) == 23
+
+
+def evidence_rows(case):
+    con = duckdb.connect(str(case))
+    try:
+        return con.execute(
+            "SELECT bundle, path, sha256, size, kind, status, records_parsed, records_rejected "
+            "FROM evidence ORDER BY path, file_id"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_hash_beside_parsing_records_what_hashing_first_does(tmp_path, monkeypatch):
+    """A file whose size no other file has is hashed while it is parsed; the evidence is
+    the same as hashing first, a second ingest still finds it in the case, and same-size
+    files (possible duplicates) are hashed before parsing as before."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(SAMPLES / "pcap-wifi-loss", bundle)
+    shutil.copy(SAMPLES / "pcap-healthy" / "capture.pcapng", bundle / "other.pcapng")
+    shutil.copy(SAMPLES / "pcap-healthy" / "capture.pcapng", bundle / "again.pcapng")
+    seen = []
+    real = ingest.hash_file
+    monkeypatch.setattr(ingest, "hash_file", lambda p: seen.append(p.name) or real(p))
+    runs = {}
+    for name, beside in (("first", 1 << 62), ("beside", 1)):
+        monkeypatch.setattr(ingest, "HASH_BESIDE_BYTES", beside)
+        seen.clear()
+        case = tmp_path / f"{name}.duckdb"
+        rep = ingest.ingest([bundle], case, tmp_path / f"work-{name}")
+        assert (rep.duplicates, rep.already_in_case) == (1, 0)
+        runs[name] = evidence_rows(case), sorted(seen)
+        again = ingest.ingest([bundle], case, tmp_path / f"work-{name}")
+        assert again.already_in_case == 4  # the duplicate too
+    assert runs["beside"][0] == runs["first"][0]
+    shas = {r[1]: r[2] for r in runs["beside"][0]}
+    assert (
+        shas["capture.pcapng"]
+        == hashlib.sha256((bundle / "capture.pcapng").read_bytes()).hexdigest()
+    )
+    assert all(shas.values())
+    assert runs["beside"][1] == runs["first"][1]  # each file hashed once either way
