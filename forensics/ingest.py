@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.abc
 import logging
+import sys
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -77,6 +79,7 @@ def ingest(
 
     `options` reach every parser as context extra (e.g. {"deep": True} for tshark)."""
     manifest.check_timezone(timezone, "--timezone")
+    arrow_without_pandas()
     con = store.connect(case_path)
     try:
         return _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, options)
@@ -310,6 +313,28 @@ def _evidence_only(con, bf, sha, size, kind, status, message, parser=None) -> No
     con.execute("BEGIN TRANSACTION")
     _evidence_row(con, bf, sha, size, kind, status, message, parser)
     con.execute("COMMIT")
+
+
+class _NoPandas(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "pandas":
+            raise ImportError("not needed by pyarrow's first look")
+        return None
+
+
+def arrow_without_pandas() -> None:
+    """pyarrow imports pandas (0.3-0.4 s) the first time pa.array meets a Python list, only
+    to ask whether it is a pandas object; ingest never hands it one. That first look is made
+    here while pandas cannot be imported, so pyarrow settles on "no pandas" for it
+    (to_pandas / from_pandas still import pandas when called)."""
+    if "pandas" in sys.modules:
+        return
+    blocker = _NoPandas()
+    sys.meta_path.insert(0, blocker)
+    try:
+        pa.array([0])
+    finally:
+        sys.meta_path.remove(blocker)
 
 
 def _sha(p: _Planned) -> str:

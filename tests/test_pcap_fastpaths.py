@@ -7,6 +7,8 @@ import hashlib
 import io
 import shutil
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -211,3 +213,21 @@ def test_hash_beside_parsing_records_what_hashing_first_does(tmp_path, monkeypat
     )
     assert all(shas.values())
     assert runs["beside"][1] == runs["first"][1]  # each file hashed once either way
+
+
+def test_ingest_does_not_import_pandas(tmp_path):
+    """pyarrow's first pa.array of a list would import pandas (0.3-0.4 s) only to ask if it
+    is a pandas object; ingest primes it without, and pandas still works afterwards."""
+    code = f"""if True:
+        import sys
+        from pathlib import Path
+        from forensics import ingest
+        rep = ingest.ingest([Path({str(SAMPLES / "pcap-healthy")!r})], Path({str(tmp_path / "c.duckdb")!r}),
+                            Path({str(tmp_path / "w")!r}))
+        assert rep.records > 0 and not rep.failed, rep
+        print("pandas" in sys.modules)
+        import pyarrow as pa
+        print(type(pa.table({{"a": [1]}}).to_pandas()).__name__)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "DataFrame"]
