@@ -11,14 +11,16 @@ stays flat whatever the file size; frames reach DuckDB in 1M-row inserts (frames
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from forensics.parsers.base import Source, release_memory
-from forensics.parsers.can import timebase
+from forensics.parsers.can import textscan, timebase
 from forensics.parsers.can.errorclass import CAN_ERR_FLAG, CAN_ERR_MASK, decode_linux
 from forensics.parsers.can.frames import ERR, EXT, TX, CanWriter
 
@@ -79,11 +81,84 @@ def split_lines(data: bytes) -> pl.Series:
     return lines.explode().str.strip_suffix("\r")
 
 
+@dataclass
+class _Chunk:
+    """What a fast path made of one chunk: its scanned frames (built once the time offset is
+    known) and the other non-blank lines, for the reference parser."""
+
+    n: int
+    first: tuple[int, int] | None  # (line, stamp) of the first scanned frame
+    frames: Callable[[int], pa.Table]  # offset_us -> frames
+    errors: Callable[[int, str], pa.Table | None]  # offset_us, loc unit -> can_errors rows
+    slow: list[tuple[int, str]]
+
+
 def parse_candump(src: Source, w: CanWriter) -> None:
-    """candump -L through polars; odd lines through `candump.parse_log_line`."""
+    """candump -L through the native scanner (or polars where it is not built); odd lines
+    through `candump.parse_log_line`."""
     from forensics.parsers.can.candump import BadRecord, add_frame, parse_log_line, reject
 
     based = False
+    chunks = _native_candump(src) if textscan.AVAILABLE else _polars_candump(src)
+    for chunk in chunks:
+        parsed_slow = []
+        for line_no, line in chunk.slow:
+            try:
+                parsed_slow.append((line_no, line, parse_log_line(line)))
+            except BadRecord as exc:
+                parsed_slow.append((line_no, line, exc))
+        if not based:
+            firsts = [(ln, r[0]) for ln, _, r in parsed_slow if not isinstance(r, BadRecord)]
+            if chunk.first is not None:
+                firsts.append(chunk.first)
+            if firsts:
+                based = True
+                first_ts = min(firsts)[1]
+                w.set_relative() if timebase.looks_relative(first_ts) else w.set_absolute()
+        if chunk.n:
+            w.append_frames(chunk.frames(w.offset_us))
+            errors = chunk.errors(w.offset_us, w.loc_unit)
+            if errors is not None:
+                w.append_errors(errors)
+            src.accepted(chunk.n)
+        del chunk
+        for line_no, line, rec in parsed_slow:
+            if isinstance(rec, BadRecord):
+                reject(src, line_no, line, rec)
+            else:
+                add_frame(w, line_no, rec)
+                src.accepted()
+
+
+def _native_candump(src: Source) -> Iterator[_Chunk]:
+    for sc in textscan.scanned_chunks(src, "candump"):
+        n = len(sc.loc)
+        err = np.flatnonzero(sc.flags & ERR)
+
+        def errors(offset_us: int, unit: str, sc=sc, err=err) -> pa.Table | None:
+            if not len(err):
+                return None
+            rows = pl.DataFrame(
+                {
+                    "loc": sc.loc[err],
+                    "ts": sc.ts[err],
+                    "channel": sc.channels(err),
+                    "can_id": sc.can_id[err],
+                    "data": pl.Series(sc.payload_bytes(err), dtype=pl.Binary),
+                }
+            )
+            return _error_rows(rows, offset_us, unit)
+
+        yield _Chunk(
+            n=n,
+            first=(int(sc.loc[0]), int(sc.ts[0])) if n else None,
+            frames=lambda offset_us, sc=sc: textscan.frame_table(sc, sc.ts + offset_us),
+            errors=errors,
+            slow=sc.slow,
+        )
+
+
+def _polars_candump(src: Source) -> Iterator[_Chunk]:
     for first, lines in text_chunks(src):
         df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)
         del lines
@@ -126,34 +201,15 @@ def parse_candump(src: Source, w: CanWriter) -> None:
         ).sort("loc")
         del rest
         fast = fast.filter(~odd).drop("line")
-        parsed_slow = []
-        for line_no, line in slow_df.iter_rows():
-            try:
-                parsed_slow.append((line_no, line, parse_log_line(line)))
-            except BadRecord as exc:
-                parsed_slow.append((line_no, line, exc))
-        del slow_df
-        if not based:
-            firsts = [(ln, r[0]) for ln, _, r in parsed_slow if not isinstance(r, BadRecord)]
-            if fast.height:
-                firsts.append((fast["loc"][0], fast["ts"][0]))
-            if firsts:
-                based = True
-                first_ts = min(firsts)[1]
-                w.set_relative() if timebase.looks_relative(first_ts) else w.set_absolute()
-        if fast.height:
-            w.append_frames(_to_arrow(fast, w.offset_us))
-            errors = _error_rows(fast.filter(_IS_ERR), w.offset_us, w.loc_unit)
-            if errors is not None:
-                w.append_errors(errors)
-            src.accepted(fast.height)
-        del fast
-        for line_no, line, rec in parsed_slow:
-            if isinstance(rec, BadRecord):
-                reject(src, line_no, line, rec)
-            else:
-                add_frame(w, line_no, rec)
-                src.accepted()
+        yield _Chunk(
+            n=fast.height,
+            first=(fast["loc"][0], fast["ts"][0]) if fast.height else None,
+            frames=lambda offset_us, fast=fast: _to_arrow(fast, offset_us),
+            errors=lambda offset_us, unit, fast=fast: _error_rows(
+                fast.filter(_IS_ERR), offset_us, unit
+            ),
+            slow=list(slow_df.iter_rows()),
+        )
 
 
 # an 8-digit id with CAN_ERR_FLAG is an error frame: class bits in the id, details in data

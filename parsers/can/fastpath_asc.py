@@ -13,6 +13,7 @@ import re
 import polars as pl
 
 from forensics.parsers.base import Source
+from forensics.parsers.can import textscan
 from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.frames import ERR, EXT, TX
 
@@ -38,7 +39,8 @@ def _reference_only(src: Source) -> bool:
 
 
 def parse_asc(src: Source, st) -> None:
-    """Feeds an ASC file through polars (data frames) and `st.feed` (everything else)."""
+    """Feeds an ASC file through the native scanner or polars (data frames) and `st.feed`
+    (everything else)."""
     if _reference_only(src):
         for first, lines in src.lines():
             for i, line in enumerate(lines):
@@ -46,61 +48,13 @@ def parse_asc(src: Source, st) -> None:
         return
     w = st.w
     carry: int | None = None  # offset in force at the end of the previous chunk
-    for first, lines in text_chunks(src):
-        df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)
-        df = df.with_columns(
-            pl.col("n").cast(pl.Int64),
-            ok=pl.col("line").str.contains(_ASC_MATCH),
-            e=pl.col("line").str.contains(_ASC_ERR),
-        )
-        m = pl.col("m").struct
-        fast = (
-            df.filter(pl.col("ok"))
-            .select("n", m=pl.col("line").str.extract_groups(_ASC_PREFIX))
-            .select(
-                loc=pl.col("n"),
-                sec=m.field("1").cast(pl.Int64),
-                frac=m.field("2").str.pad_end(6, "0").cast(pl.Int64),
-                channel=m.field("3"),
-                can_id=m.field("4").str.to_integer(base=16),
-                ext=m.field("5") == "x",
-                tx=m.field("6") == "Tx",
-                dlc=m.field("7").cast(pl.UInt8),
-                data=unspace(m.field("8")).str.decode("hex"),
-                err=pl.lit(False),
-            )
-        )
-        ok = (pl.col("data").bin.size() == pl.col("dlc")) & (
-            pl.col("can_id") <= pl.when(pl.col("ext")).then(0x1FFFFFFF).otherwise(0x7FF)
-        )
-        bad_fast = fast.filter(~ok)["loc"]
-        e = pl.col("e").struct
-        errs = (
-            df.filter(pl.col("e"))
-            .select(loc=pl.col("n"), e=pl.col("line").str.extract_groups(_ASC_ERR))
-            .select(
-                loc=pl.col("loc"),
-                sec=e.field("1").cast(pl.Int64),
-                frac=e.field("2").str.pad_end(6, "0").cast(pl.Int64),
-                channel=e.field("3"),
-                can_id=pl.lit(0, pl.Int64),
-                ext=pl.lit(False),
-                tx=pl.lit(False),
-                dlc=pl.lit(0, pl.UInt8),
-                data=pl.lit(b"", pl.Binary),
-                err=pl.lit(True),
-            )
-        )
-        fast = pl.concat([fast.filter(ok), errs]).sort("loc")
-        slow = df.filter(~pl.col("ok") & ~pl.col("e"))
-        if bad_fast.len():
-            slow = pl.concat([slow, df.filter(pl.col("n").is_in(bad_fast.implode()))]).sort("n")
-        slow = slow.filter(pl.col("line").str.strip_chars() != "")
+    chunks = _native_chunks(src) if textscan.AVAILABLE else _polars_chunks(src)
+    for first, fast, slow in chunks:
         changes: list[tuple[int, int]] = []
         if carry is not None:
             changes.append((first - 1, carry))
         first_fast = fast["loc"][0] if fast.height else None
-        for line_no, line in zip(slow["n"].to_list(), slow["line"].to_list(), strict=True):
+        for line_no, line in slow:
             if first_fast is not None and line_no > first_fast and not st.anchored:
                 st._anchor()  # a data frame came first: the reference anchors there
                 changes.append((first_fast - 1, w.offset_us))
@@ -120,12 +74,87 @@ def parse_asc(src: Source, st) -> None:
             ).sort("loc")
             fast = fast.join_asof(offs, on="loc", strategy="backward")
             w.append_frames(_to_arrow(fast))
-            errors = _error_rows(fast.filter(pl.col("err")), w.loc_unit)
+            errors = _error_rows(fast.filter(pl.col("flags") & ERR != 0), w.loc_unit)
             if errors is not None:
                 w.append_errors(errors)
             src.accepted(fast.height)
         if st.anchored:
             carry = w.offset_us
+
+
+# Each chunk source yields (first line number, the scanned frames as a DataFrame sorted by
+# loc: loc, t (microseconds on the log's clock), channel, can_id, flags, dlc and `data` or
+# `payload`, the other non-blank lines as (line number, text) in order).
+
+
+def _native_chunks(src: Source):
+    for sc in textscan.scanned_chunks(src, "asc"):
+        fast = pl.DataFrame(
+            {
+                "loc": sc.loc,
+                "t": sc.ts,
+                "channel": sc.channels(),
+                "can_id": sc.can_id,
+                "flags": sc.flags,
+                "dlc": sc.dlc,
+                "payload": sc.payload,
+            }
+        )
+        yield int(sc.loc[0]) if len(sc.loc) else 0, fast, sc.slow
+
+
+def _polars_chunks(src: Source):
+    for first, lines in text_chunks(src):
+        df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)
+        df = df.with_columns(
+            pl.col("n").cast(pl.Int64),
+            ok=pl.col("line").str.contains(_ASC_MATCH),
+            e=pl.col("line").str.contains(_ASC_ERR),
+        )
+        m = pl.col("m").struct
+        fast = (
+            df.filter(pl.col("ok"))
+            .select("n", m=pl.col("line").str.extract_groups(_ASC_PREFIX))
+            .select(
+                loc=pl.col("n"),
+                t=m.field("1").cast(pl.Int64) * 1_000_000
+                + m.field("2").str.pad_end(6, "0").cast(pl.Int64),
+                channel=m.field("3"),
+                can_id=m.field("4").str.to_integer(base=16),
+                flags=(
+                    pl.when(m.field("5") == "x").then(EXT).otherwise(0)
+                    | pl.when(m.field("6") == "Tx").then(TX).otherwise(0)
+                ).cast(pl.UInt8),
+                dlc=m.field("7").cast(pl.UInt8),
+                data=unspace(m.field("8")).str.decode("hex"),
+            )
+        )
+        ext = pl.col("flags") & EXT != 0
+        ok = (pl.col("data").bin.size() == pl.col("dlc")) & (
+            pl.col("can_id") <= pl.when(ext).then(0x1FFFFFFF).otherwise(0x7FF)
+        )
+        bad_fast = fast.filter(~ok)["loc"]
+        e = pl.col("e").struct
+        errs = (
+            df.filter(pl.col("e"))
+            .select(loc=pl.col("n"), e=pl.col("line").str.extract_groups(_ASC_ERR))
+            .select(
+                loc=pl.col("loc"),
+                t=e.field("1").cast(pl.Int64) * 1_000_000
+                + e.field("2").str.pad_end(6, "0").cast(pl.Int64),
+                channel=e.field("3"),
+                can_id=pl.lit(0, pl.Int64),
+                flags=pl.lit(ERR, pl.UInt8),
+                dlc=pl.lit(0, pl.UInt8),
+                data=pl.lit(b"", pl.Binary),
+            )
+        )
+        fast = pl.concat([fast.filter(ok), errs]).sort("loc")
+        slow = df.filter(~pl.col("ok") & ~pl.col("e"))
+        if bad_fast.len():
+            slow = pl.concat([slow, df.filter(pl.col("n").is_in(bad_fast.implode()))]).sort("n")
+        slow = slow.filter(pl.col("line").str.strip_chars() != "")
+        yield first, fast, list(zip(slow["n"].to_list(), slow["line"].to_list(), strict=True))
 
 
 def unspace(expr: pl.Expr) -> pl.Expr:
@@ -134,24 +163,23 @@ def unspace(expr: pl.Expr) -> pl.Expr:
 
 
 def _to_arrow(fast: pl.DataFrame):
+    data = (
+        [pl.col("data")]
+        if "data" in fast.columns
+        else [pl.col("payload"), pl.lit(None, pl.Binary).alias("payload_blob")]
+    )
     return fast.select(
         pl.col("loc"),
         _TS.alias("ts"),
         pl.col("channel"),
         pl.col("can_id").cast(pl.UInt32).alias("arbitration_id"),
-        (
-            pl.when(pl.col("err")).then(ERR).otherwise(0)
-            | pl.when(pl.col("ext")).then(EXT).otherwise(0)
-            | pl.when(pl.col("tx")).then(TX).otherwise(0)
-        )
-        .cast(pl.UInt8)
-        .alias("flags"),
+        pl.col("flags"),
         pl.col("dlc"),
-        pl.col("data"),
+        *data,
     ).to_arrow()
 
 
-_TS = (pl.col("sec") * 1_000_000 + pl.col("frac") + pl.col("off")).cast(pl.Datetime("us"))
+_TS = (pl.col("t") + pl.col("off")).cast(pl.Datetime("us"))
 _NO_LIST = pl.lit([], pl.List(pl.String))
 
 

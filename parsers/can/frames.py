@@ -42,6 +42,15 @@ FRAME_SCHEMA = pa.schema(
     ]
 )
 
+# what can_frame_store takes (file_id added on insert): data as `payload` / `payload_blob`
+STORE_SCHEMA = pa.schema(
+    [
+        *[f for f in FRAME_SCHEMA if f.name != "data"],
+        ("payload", pa.uint64()),
+        ("payload_blob", pa.binary()),
+    ]
+)
+
 
 @dataclass
 class Frame:
@@ -170,19 +179,24 @@ class CanWriter:
             self._pending_err, self._pending_err_rows = [], 0
 
     def append_frames(self, table: pa.Table) -> None:
-        """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds).
+        """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds),
+        either with `data` (FRAME_SCHEMA) or already with `payload` (STORE_SCHEMA).
 
         Tables are pooled and inserted in large batches: each DuckDB insert has a fixed cost.
         """
-        self._pending.append(table.cast(FRAME_SCHEMA))
+        if "data" in table.column_names:
+            table = store_layout(table.cast(FRAME_SCHEMA))
+        self._pending.append(table.cast(STORE_SCHEMA))
         self._pending_rows += table.num_rows
         if self._pending_rows >= WRITE_ROWS:
             self._write_pending()
 
     def _write_pending(self) -> None:
         if self._pending:
-            tbl = pa.concat_tables(self._pending).combine_chunks()
-            self.sink.append("can_frame_store", store_layout(tbl))
+            tbl = pa.concat_tables(self._pending)
+            if len(self._pending) > 16:  # many small pieces (BLF: one per container) would
+                tbl = tbl.combine_chunks()  # leave DuckDB partial row groups to merge
+            self.sink.append("can_frame_store", tbl)
             self.frames += tbl.num_rows
             self._pending, self._pending_rows = [], 0
 

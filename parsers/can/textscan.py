@@ -1,0 +1,128 @@
+"""The native line scanner (parsers/can/_textscan.c) as chunks of columns.
+
+`scanned_chunks` cuts a candump or ASC file into chunks on line ends, scans each in a worker
+thread (the scanner releases the GIL, so the next chunk is read and scanned while this one
+is inserted) and yields the common lines as numpy columns plus every other non-blank line
+as text for the reference parser. Where the extension was not built (no C compiler at
+install time) `AVAILABLE` is False and the polars paths in fastpath*.py do the same work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from forensics.parsers.base import Source, release_memory
+from forensics.parsers.can.frames import STORE_SCHEMA
+
+try:
+    from forensics.parsers.can import _textscan
+except ImportError:  # not compiled here: the polars paths take over
+    _textscan = None
+
+AVAILABLE = _textscan is not None
+CHUNK_BYTES = 16 << 20
+
+
+@dataclass
+class Scanned:
+    """One chunk: the scanned lines as columns, the others as (line number, text)."""
+
+    loc: np.ndarray  # int64 line numbers (1-based, in the file)
+    ts: np.ndarray  # int64 microseconds on the log's own clock (ASC: before the time base)
+    channel_index: np.ndarray  # uint8 into channel_names
+    channel_names: list[str]
+    can_id: np.ndarray  # uint32 (error frames: the error class bits)
+    flags: np.ndarray  # uint8, can_frames.flags bits
+    dlc: np.ndarray  # uint8
+    payload: np.ndarray  # uint64, data bytes big-endian
+    slow: list[tuple[int, str]]
+
+    @property
+    def channel(self) -> pa.Array:
+        """The channel of every row (string)."""
+        names = pl.Series(self.channel_names, dtype=pl.String).to_arrow().cast(pa.string())
+        idx = self.channel_index
+        indices = pa.Array.from_buffers(pa.uint8(), len(idx), [None, pa.py_buffer(idx)])
+        return pa.DictionaryArray.from_arrays(indices, names).cast(pa.string())
+
+    def channels(self, rows: np.ndarray | None = None) -> pl.Series:
+        """The channels of the given rows (all by default)."""
+        idx = self.channel_index if rows is None else self.channel_index[rows]
+        return pl.Series(self.channel_names, dtype=pl.String).gather(idx)
+
+    def payload_bytes(self, rows: np.ndarray) -> list[bytes]:
+        """The data bytes of the given rows (few: error frames)."""
+        be = self.payload[rows].astype(">u8").tobytes()
+        return [be[i * 8 + 8 - d : i * 8 + 8] for i, d in enumerate(self.dlc[rows].tolist())]
+
+
+def scanned_chunks(src: Source, fmt: str) -> Iterator[Scanned]:
+    """Yields `Scanned` chunks of a candump (`fmt='candump'`) or ASC (`'asc'`) file."""
+    scan: Callable = _textscan.scan_candump if fmt == "candump" else _textscan.scan_asc
+    with ThreadPoolExecutor(1, thread_name_prefix="can-scan") as pool:
+        pieces = src.line_chunks(CHUNK_BYTES)
+
+        def next_chunk() -> Scanned | None:
+            piece = next(pieces, None)
+            return None if piece is None else _columns(piece[0], piece[1], scan(piece[1]))
+
+        ahead = pool.submit(next_chunk)
+        while (chunk := ahead.result()) is not None:
+            ahead = pool.submit(next_chunk)
+            yield chunk
+            del chunk
+            release_memory()
+
+
+def _columns(first: int, data: bytes, cols: dict) -> Scanned:
+    def col(name: str, dtype) -> np.ndarray:
+        return np.frombuffer(cols[name], dtype)
+
+    slow = []
+    pairs = col("slow", np.int64).reshape(-1, 2)
+    for index, start in pairs.tolist():
+        end = data.find(b"\n", start)
+        raw = data[start : end if end >= 0 else len(data)]
+        if raw.strip():
+            line = raw.removesuffix(b"\r").decode("utf-8", errors="replace")
+            slow.append((first + index, line))
+    return Scanned(
+        loc=col("line", np.int64) + first,
+        ts=col("ts", np.int64),
+        channel_index=col("channel", np.uint8),
+        channel_names=cols["names"],
+        can_id=col("can_id", np.uint32),
+        flags=col("flags", np.uint8),
+        dlc=col("dlc", np.uint8),
+        payload=col("payload", np.uint64),
+        slow=slow,
+    )
+
+
+def frame_table(sc: Scanned, ts_us: np.ndarray) -> pa.Table:
+    """can_frame_store rows (STORE_SCHEMA) of the scanned lines, stamped `ts_us` (UTC)."""
+    n = len(sc.loc)
+
+    def arr(values: np.ndarray, dtype, typ: pa.DataType) -> pa.Array:
+        a = np.ascontiguousarray(values, dtype=dtype)
+        return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(a)])
+
+    return pa.Table.from_arrays(
+        [
+            arr(sc.loc, np.int64, pa.int64()),
+            arr(ts_us, np.int64, pa.timestamp("us")),
+            sc.channel,
+            arr(sc.can_id, np.uint32, pa.uint32()),
+            arr(sc.flags, np.uint8, pa.uint8()),
+            arr(sc.dlc, np.uint8, pa.uint8()),
+            arr(sc.payload, np.uint64, pa.uint64()),
+            pa.nulls(n, pa.binary()),
+        ],
+        schema=STORE_SCHEMA,
+    )
