@@ -13,12 +13,13 @@ from conftest import rows
 from forensics.parsers.can import textscan
 from forensics.parsers.can.candump import BadRecord, parse_log_line
 
-pytestmark = pytest.mark.skipif(not textscan.AVAILABLE, reason="scanner not built")
+native = pytest.mark.skipif(not textscan.AVAILABLE, reason="scanner not built")
 
 
 def test_scanner_is_built():
-    """scripts/setup compiles it; without it CAN text ingest silently runs ~3x slower."""
-    assert textscan.AVAILABLE
+    """The project's install compiles it (gcc and Python's headers); without it CAN text
+    ingest still works, ~3x slower: fail here so a broken build is seen, not just slow."""
+    assert textscan.AVAILABLE, "parsers/can/_textscan.c was not built: run scripts/setup"
 
 
 CANDUMP_NEAR = st.one_of(
@@ -37,6 +38,7 @@ def _scan(text: str):
     return sc
 
 
+@native
 @settings(max_examples=400, deadline=None)
 @given(st.lists(CANDUMP_NEAR, min_size=1, max_size=20))
 def test_candump_lines_taken_are_the_reference_rows(lines):
@@ -96,6 +98,7 @@ def test_asc_files_scanner_equals_reference(ingest_files, lines):
         assert rows(fast, sql) == rows(ref, sql), sql
 
 
+@native
 @pytest.mark.parametrize("ext", ["log", "asc"])
 def test_polars_fallback_equals_scanner(tmp_path, ingest_files, monkeypatch, ext):
     """Where the scanner is not built, the polars path gives the same tables."""
