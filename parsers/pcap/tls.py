@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from functools import lru_cache
 
 from forensics.parsers.pcap.stream import Stream
 
@@ -271,6 +272,11 @@ def _extensions(b: bytes, p: int):
 
 def describe_cert(der: bytes) -> dict:
     """Subject, issuer, serial (hex) and validity (naive UTC datetimes) of a DER cert."""
+    return dict(_describe_cert(bytes(der)))
+
+
+@lru_cache(1024)  # a fleet capture shows the same few certificates in thousands of handshakes
+def _describe_cert(der: bytes) -> dict:
     from cryptography import x509
 
     try:
