@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from test_pcap_reader import CAPTURES, block_offsets, raw
 
 from forensics import ingest
-from forensics.parsers.pcap import pcapng, tcp
+from forensics.parsers.pcap import parser, pcapng, tcp
 from forensics.parsers.pcap.decode import decode
 from forensics.parsers.pcap.reader import CaptureReader
 from forensics.parsers.pcap.websocket import WsFlow, single_text_frames, unmask
@@ -231,3 +231,53 @@ def test_ingest_does_not_import_pandas(tmp_path):
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "DataFrame"]
+
+
+CASE_TABLES = ("tcp_flows", "tls_handshakes", "ws_sessions", "ocpp_messages", "events", "rejects")
+
+
+def case_rows(case) -> dict:
+    con = duckdb.connect(str(case))
+    try:
+        out = {}
+        for t in CASE_TABLES:
+            cols = [r[0] for r in con.execute(f"DESCRIBE {t}").fetchall() if r[0] != "event_id"]
+            sel = ", ".join(f'"{c}"' for c in cols)
+            out[t] = con.execute(f"SELECT {sel} FROM {t} ORDER BY ALL").fetchall()
+        return out
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("read_bytes", [1 << 15, 8 << 20])
+def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read_bytes):
+    """Flows whose segments in a chunk are all whole text frames in order are taken at
+    once; every table (OCPP seq numbering and clock events included) is the same as when
+    each segment is taken on its own. Fleet traffic (many WebSocket flows, chunks cut
+    across them) and a lossy Wi-Fi capture (retransmissions: the one-by-one path)."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _pcap_fleet.write(bundle / "fleet.pcapng", 40_000)
+    shutil.copy(SAMPLES / "pcap-wifi-loss" / "capture.pcapng", bundle / "wifi.pcapng")
+    monkeypatch.setattr(CaptureReader.__init__, "__defaults__", (read_bytes,))
+    taken = []
+    bulk = parser.Capture._take_texts
+
+    def spy(self, *a):
+        out = bulk(self, *a)
+        taken.append(0 if out is None else int(out[0].sum()))
+        return out
+
+    runs = {}
+    for name, fn in (("one_by_one", lambda self, *a: None), ("bulk", spy)):
+        monkeypatch.setattr(parser.Capture, "_take_texts", fn)
+        ingest.ingest([bundle], tmp_path / f"{name}.duckdb", tmp_path / f"w-{name}")
+        runs[name] = case_rows(tmp_path / f"{name}.duckdb")
+    if read_bytes < 1 << 20:  # flows span chunks: later chunks hold their steady state
+        assert sum(taken) > 2000
+    assert len(runs["bulk"]["ocpp_messages"]) > sum(taken)
+    for t in CASE_TABLES:
+        assert runs["bulk"][t] == runs["one_by_one"][t], t

@@ -106,14 +106,31 @@ class Capture:
         if not len(pick):
             return
         rel = self.flows.rel_seq(pk, idx[pick], gid[pick], d[pick])
-        frames = pk.chunk.frame[idx[pick]].tolist()
-        tss = pk.chunk.ts_us[idx[pick]].tolist()
+        frames_a, tss_a = pk.chunk.frame[idx[pick]], pk.chunk.ts_us[idx[pick]]
         handlers = self.handlers
         # WebSocket segments holding one whole text frame (most OCPP messages) are decoded
         # in bulk; the flow takes them if its stream is in the state feed() expects
         ws = np.flatnonzero(kind[pick] == APP_HTTP)
         texts = single_text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else {}
+        # (position in pick, flow) where each flow joins `touched`, in packet order as the
+        # loop alone would add them: that order numbers the OCPP messages (seq)
+        adds: list[tuple[int, int]] = []
+        kept = None
+        if texts:
+            cols = (gid[pick], d[pick], ln[pick], rel, frames_a, tss_a)
+            bulk = self._take_texts(ws, texts, *(c[ws] for c in cols))
+            if bulk is not None:  # those segments are done: the loop gets the rest
+                taken, firsts = bulk
+                adds = [(int(ws[p]), g) for p, g in firsts]
+                texts = {p: t for p, t in texts.items() if not taken[p]}
+                rest = np.ones(len(pick), dtype=bool)
+                rest[ws[taken]] = False
+                kept = np.flatnonzero(rest)
+                pick, rel, frames_a, tss_a = pick[kept], rel[kept], frames_a[kept], tss_a[kept]
+                ws = np.searchsorted(kept, ws)  # positions in the new pick (of those kept)
         fast = {int(ws[p]): t for p, t in texts.items()}
+        looped: list[tuple[int, int]] = []
+        frames, tss = frames_a.tolist(), tss_a.tolist()
         for j, (g, dd, o, n, s) in enumerate(
             zip(
                 gid[pick].tolist(),
@@ -137,10 +154,71 @@ class Capture:
                 continue
             kind = self.app[g]
             if kind == APP_HTTP:
-                self.touched.add(g)
+                looped.append((j, g))
             elif kind == APP_TLS and not h.active:
                 self.app[g] = APP_TLS_DONE
+        if adds:
+            keptl = kept.tolist()
+            adds.extend((keptl[j], g) for j, g in looped)
+            adds.sort()
+        else:
+            adds = looped
+        self.touched.update(g for _, g in adds)
         self._take_ocpp()
+
+    def _take_texts(self, ws, texts, g, d, n, seq, frames, tss):
+        """Flows whose every WebSocket segment in this chunk is one whole text frame that
+        continues its stream in order (nothing buffered): all taken at once, as take_text
+        would take them one by one. Arrays are per WebSocket segment (positions in `ws`,
+        packet order). Returns (mask of the segments taken, [(position of each taken
+        flow's first segment, flow)]), or None when no flow qualifies."""
+        has = np.zeros(len(ws), dtype=bool)
+        has[list(texts)] = True
+        flows, inv = np.unique(g, return_inverse=True)
+        ok_flow = np.bincount(inv, weights=~has, minlength=len(flows)) == 0
+        # each direction's segments must follow one another: seq = previous seq + length
+        key = inv * 2 + d
+        order = np.lexsort((np.arange(len(ws)), key))
+        k, s, ln = key[order], seq[order].astype(np.int64), n[order].astype(np.int64)
+        first = np.ones(len(k), dtype=bool)
+        first[1:] = k[1:] != k[:-1]
+        broken = ~first & (s != np.roll(s + ln, 1))
+        ok_flow[inv[order][broken]] = False
+        # and the first of each direction must be what the stream expects next
+        for kk, ss in zip(k[first].tolist(), s[first].tolist(), strict=True):
+            fi = kk >> 1
+            if not ok_flow[fi]:
+                continue
+            h = self.handlers[int(flows[fi])]
+            st = h.streams[kk & 1]
+            if not h.ws or st.next != ss or st.buf or st._pending:
+                ok_flow[fi] = False
+        taken = ok_flow[inv]
+        if not taken.any():
+            return None
+        pos = np.flatnonzero(taken)
+        by_flow = pos[np.argsort(inv[pos], kind="stable")]
+        gl, dl, nl = g[by_flow].tolist(), d[by_flow].tolist(), n[by_flow].tolist()
+        fl, tl, pl = frames[by_flow].tolist(), tss[by_flow].tolist(), by_flow.tolist()
+        i, end, firsts = 0, len(pl), []
+        while i < end:
+            gg, j = gl[i], i
+            while j < end and gl[j] == gg:
+                j += 1
+            h = self.handlers[gg]
+            msgs = [(dl[x], fl[x], tl[x], texts[pl[x]]) for x in range(i, j)]
+            h.messages.extend(msgs)
+            c2s = dl[i:j].count(0)
+            h.counts["c2s"] += c2s
+            h.counts["s2c"] += (j - i) - c2s
+            for dd in (0, 1):
+                used = sum(nl[x] for x in range(i, j) if dl[x] == dd)
+                if used:
+                    h.streams[dd].next += used
+                    h.streams[dd].consumed += used
+            firsts.append((pl[i], gg))
+            i = j
+        return taken, firsts
 
     def _take_ocpp(self) -> None:
         """Moves OCPP text messages of WebSocket flows whose charge point id is in the
