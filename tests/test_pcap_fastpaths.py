@@ -271,10 +271,12 @@ def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read
         taken.append(0 if out is None else int(out[0].sum()))
         return out
 
+    monkeypatch.setattr(parser.Capture, "_take_texts", spy)
     runs = {}
-    for name, fn in (("one_by_one", lambda self, *a: None), ("bulk", spy)):
-        monkeypatch.setattr(parser.Capture, "_take_texts", fn)
-        ingest.ingest([bundle], tmp_path / f"{name}.duckdb", tmp_path / f"w-{name}")
+    for name, on in (("one_by_one", False), ("bulk", True)):
+        monkeypatch.setattr(parser.Capture, "bulk", on)
+        rep = ingest.ingest([bundle], tmp_path / f"{name}.duckdb", tmp_path / f"w-{name}")
+        assert not rep.failed and rep.parsed == 2, rep
         runs[name] = case_rows(tmp_path / f"{name}.duckdb")
     if read_bytes < 1 << 20:  # flows span chunks: later chunks hold their steady state
         assert sum(taken) > 2000

@@ -44,6 +44,8 @@ APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
 class Capture:
     """State of one capture being read: flows, their payload handlers, DNS, counters."""
 
+    bulk = True  # False: every payload segment through its flow's feed(), one by one
+
     def __init__(self) -> None:
         self.flows = FlowTable()
         self.app = np.zeros(1024, dtype=np.int8)
@@ -116,7 +118,7 @@ class Capture:
         # loop alone would add them: that order numbers the OCPP messages (seq)
         adds: list[tuple[int, int]] = []
         kept = None
-        if texts:
+        if texts and self.bulk:
             cols = (gid[pick], d[pick], ln[pick], rel, frames_a, tss_a)
             bulk = self._take_texts(ws, texts, *(c[ws] for c in cols))
             if bulk is not None:  # those segments are done: the loop gets the rest
