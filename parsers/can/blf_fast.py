@@ -10,17 +10,16 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from forensics.parsers.can.frames import FRAME_SCHEMA, RTR, TX
+from forensics.parsers.can.frames import FRAME_SCHEMA, RTR, STORE_SCHEMA, TX
 
 _SIG = np.frombuffer(b"LOBJ", dtype=np.uint8)
 
 
 def _u(buf: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
-    """Little-endian unsigned ints of `width` bytes at each position."""
-    out = np.zeros(len(pos), dtype=np.uint64)
-    for k in range(width):
-        out |= buf[pos + k].astype(np.uint64) << np.uint64(8 * k)
-    return out
+    """Little-endian unsigned ints of `width` (1, 2, 4, 8) bytes at each position, as uint64:
+    one gather of the bytes, then read as integers in place."""
+    grid = buf[pos[:, None] + np.arange(width)]
+    return grid.view(f"<u{width}").ravel().astype(np.uint64)
 
 
 def signatures(buf: np.ndarray) -> np.ndarray:
@@ -35,8 +34,11 @@ def signatures(buf: np.ndarray) -> np.ndarray:
     return np.flatnonzero(hit).astype(np.int64)
 
 
-def decode(reader, data: bytes, container_off: int) -> bytes | None:
-    """Decodes whole objects of `data`; returns the incomplete tail, or None to fall back."""
+def decode(reader, data: bytes, ends: list[int], offsets: list[int]) -> bytes | None:
+    """Decodes whole objects of `data`; returns the incomplete tail, or None (before doing
+    anything) to fall back. `data` may join several containers: the one ending at byte
+    `ends[k]` of it is at file offset `offsets[k]`, which an object's rejects name when the
+    object ends inside it (as the container-by-container reference does)."""
     buf = np.frombuffer(data, dtype=np.uint8)
     pos = signatures(buf)
     if len(pos) < 32 or pos[0] != 0:
@@ -62,12 +64,14 @@ def decode(reader, data: bytes, container_off: int) -> bytes | None:
     fast = ((otype == 1) | (otype == 86)) & (hver == 1) & (hsize == 32) & (size >= 48)
     base_no = reader.obj_no
     reader.obj_no += n_whole
-    for i in np.flatnonzero(~fast):  # the rest, in file order, through the reference code
+    slow = np.flatnonzero(~fast)
+    where = np.searchsorted(np.asarray(ends), pos[slow] + size[slow] - 1, side="right")
+    for i, k in zip(slow.tolist(), where.tolist(), strict=True):
+        # the rest, in file order, through the reference code
         p = int(pos[i])
-        reader.obj_no_override = base_no + int(i) + 1
-        reader._object(
-            data, p, int(hsize[i]), int(hver[i]), int(size[i]), int(otype[i]), container_off
-        )
+        reader.obj_no_override = base_no + i + 1
+        off = offsets[min(k, len(offsets) - 1)]
+        reader._object(data, p, int(hsize[i]), int(hver[i]), int(size[i]), int(otype[i]), off)
     reader.obj_no_override = None
     idx = np.flatnonzero(fast)
     if len(idx):
@@ -88,24 +92,28 @@ def _frames(buf: np.ndarray, p: np.ndarray, loc: np.ndarray, offset_us: int) -> 
     flags = ((cid >> np.uint64(31)).astype(np.uint8)) | np.where(rtr, RTR, 0).astype(np.uint8)
     flags |= np.where(mflags & 1, TX, 0).astype(np.uint8)
     lens = np.where(rtr, 0, np.minimum(dlc, 8)).astype(np.int32)
-    take = np.arange(8)[None, :] < lens[:, None]
-    payload = buf[(p + 40)[:, None] + np.arange(8)[None, :]][take]
+    grid = buf[(p + 40)[:, None] + np.arange(8)[None, :]]
+    cols = [
+        _arrow(loc, np.int64, pa.int64()),
+        _arrow(ts, np.int64, pa.int64()).cast(pa.timestamp("us")),
+        _arrow(ch, np.uint16, pa.uint16()).cast(pa.string()),
+        _arrow(cid & np.uint64(0x1FFFFFFF), np.uint32, pa.uint32()),
+        _arrow(flags, np.uint8, pa.uint8()),
+        _arrow(dlc, np.uint8, pa.uint8()),
+    ]
+    if (rtr | (dlc <= 8)).all():  # the store layout at once: the bytes as one integer
+        grid[np.arange(8)[None, :] >= lens[:, None]] = 0
+        value = grid.view(">u8").ravel().astype(np.uint64)
+        shift = (8 * (8 - lens)).astype(np.uint64)
+        payload = np.where(lens > 0, value >> np.minimum(shift, 63), 0).astype(np.uint64)
+        cols += [_arrow(payload, np.uint64, pa.uint64()), pa.nulls(len(p), pa.binary())]
+        return pa.Table.from_arrays(cols, schema=STORE_SCHEMA)
+    take = np.arange(8)[None, :] < lens[:, None]  # DLC 9-15 on classic CAN: frames.store_layout
     offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
     data = pa.BinaryArray.from_buffers(
-        pa.binary(), len(p), [None, pa.py_buffer(offsets), pa.py_buffer(payload.tobytes())]
+        pa.binary(), len(p), [None, pa.py_buffer(offsets), pa.py_buffer(grid[take].tobytes())]
     )
-    return pa.Table.from_arrays(
-        [
-            _arrow(loc, np.int64, pa.int64()),
-            _arrow(ts, np.int64, pa.int64()).cast(pa.timestamp("us")),
-            _arrow(ch, np.uint16, pa.uint16()).cast(pa.string()),
-            _arrow(cid & np.uint64(0x1FFFFFFF), np.uint32, pa.uint32()),
-            _arrow(flags, np.uint8, pa.uint8()),
-            _arrow(dlc, np.uint8, pa.uint8()),
-            data,
-        ],
-        schema=FRAME_SCHEMA,
-    )
+    return pa.Table.from_arrays([*cols, data], schema=FRAME_SCHEMA)
 
 
 def _arrow(values: np.ndarray, dtype, typ: pa.DataType) -> pa.Array:

@@ -80,7 +80,8 @@ class CanWriter:
         self.frames = 0
         self._f: list[list] = [[] for _ in range(7)]
         self._e: list[tuple] = []
-        self._pending: list[pa.Table] = []
+        self._pending: list[pa.Table] = []  # STORE_SCHEMA
+        self._pending_data: list[pa.Table] = []  # FRAME_SCHEMA, converted when written
         self._pending_rows = 0
         self._pending_err: list[pa.Table] = []
         self._pending_err_rows = 0
@@ -182,20 +183,27 @@ class CanWriter:
         """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds),
         either with `data` (FRAME_SCHEMA) or already with `payload` (STORE_SCHEMA).
 
-        Tables are pooled and inserted in large batches: each DuckDB insert has a fixed cost.
+        Tables are pooled and inserted in large batches: each DuckDB insert has a fixed cost,
+        and so has each conversion to the store layout (BLF hands over one small table per
+        container), so those are done once per batch too.
         """
         if "data" in table.column_names:
-            table = store_layout(table.cast(FRAME_SCHEMA))
-        self._pending.append(table.cast(STORE_SCHEMA))
+            self._pending_data.append(table.cast(FRAME_SCHEMA))
+        else:
+            self._pending.append(table.cast(STORE_SCHEMA))
         self._pending_rows += table.num_rows
         if self._pending_rows >= WRITE_ROWS:
             self._write_pending()
 
     def _write_pending(self) -> None:
+        if self._pending_data:
+            data = pa.concat_tables(self._pending_data).combine_chunks()
+            self._pending.append(store_layout(data))
+            self._pending_data = []
         if self._pending:
             tbl = pa.concat_tables(self._pending)
-            if len(self._pending) > 16:  # many small pieces (BLF: one per container) would
-                tbl = tbl.combine_chunks()  # leave DuckDB partial row groups to merge
+            if len(self._pending) > 16:  # many small pieces would leave DuckDB
+                tbl = tbl.combine_chunks()  # partial row groups to merge
             self.sink.append("can_frame_store", tbl)
             self.frames += tbl.num_rows
             self._pending, self._pending_rows = [], 0
