@@ -283,3 +283,34 @@ def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read
     assert len(runs["bulk"]["ocpp_messages"]) > sum(taken)
     for t in CASE_TABLES:
         assert runs["bulk"][t] == runs["one_by_one"][t], t
+
+
+def test_read_ahead_gives_what_reading_in_turn_gives(tmp_path, monkeypatch):
+    """The next chunk read and decoded in a worker thread: same tables, rejects (with
+    their offsets) and notes as reading chunk after chunk, on fleet traffic cut into
+    many chunks with damage in the middle and a truncated end."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _pcap_fleet.write(tmp_path / "fleet.pcapng", 30_000)
+    data = bytearray((tmp_path / "fleet.pcapng").read_bytes())
+    blocks = block_offsets(bytes(data))
+    for at in (blocks[len(blocks) // 3], blocks[len(blocks) // 2]):
+        data[at : at + 64] = b"\xee" * 64  # a block header and its start
+    (bundle / "damaged.pcapng").write_bytes(bytes(data[: len(data) - 100]))
+    monkeypatch.setattr(CaptureReader.__init__, "__defaults__", (1 << 16,))
+    runs = {}
+    for on in (False, True):
+        monkeypatch.setattr(parser, "READ_AHEAD", on)
+        case = tmp_path / f"{on}.duckdb"
+        rep = ingest.ingest([bundle], case, tmp_path / f"w-{on}")
+        assert rep.parsed == 1 and rep.rejects >= 2, rep
+        con = duckdb.connect(str(case))
+        notes = con.execute(
+            "SELECT records_parsed, records_rejected, notes FROM evidence"
+        ).fetchall()
+        con.close()
+        runs[on] = case_rows(case), notes
+    assert runs[True] == runs[False]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -36,6 +38,7 @@ from forensics.parsers.pcap.websocket import (
 )
 
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
+READ_AHEAD = True  # the next chunk read and decoded in a worker thread (read_ahead)
 
 
 APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
@@ -62,8 +65,9 @@ class Capture:
         self.ocpp_staged = 0
         self.malformed: list[tuple[int, str]] = []  # (frame, error) where payload parsing stopped
 
-    def feed(self, chunk) -> None:
-        pk = decode(chunk)
+    def feed(self, chunk, pk=None) -> None:
+        """Folds one chunk in; `pk` is its decode() when already done."""
+        pk = decode(chunk) if pk is None else pk
         self.packets += len(chunk)
         ipm = pk.ip_ver > 0
         self.ip_packets += int(ipm.sum())
@@ -235,6 +239,29 @@ class Capture:
         self.touched.clear()
 
 
+def read_ahead(chunks: Iterator) -> Iterator[tuple]:
+    """(chunk, decode(chunk)) in file order, the next chunk read, walked and decoded in a
+    worker thread while the caller works on this one (file reads and numpy's bulk
+    operations release the GIL). Errors of the reader reach the caller as before."""
+    it = iter(chunks)
+
+    def ahead():
+        chunk = next(it, None)
+        return None if chunk is None else (chunk, decode(chunk))
+
+    if not READ_AHEAD:
+        while (item := ahead()) is not None:
+            yield item
+            del item
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="pcap-read") as pool:
+        job = pool.submit(ahead)
+        while (item := job.result()) is not None:
+            job = pool.submit(ahead)
+            yield item
+            del item
+
+
 @register
 class PcapParser(Parser):
     name = "pcap"
@@ -258,10 +285,10 @@ class PcapParser(Parser):
             except NotACapture as exc:
                 src.reject("offset 0", "pcap.not_a_capture", b"", str(exc))
                 return
-            for chunk in reader.chunks():
+            for chunk, pk in read_ahead(reader.chunks()):
                 src.accepted(len(chunk))
-                cap.feed(chunk)
-                del chunk
+                cap.feed(chunk, pk)
+                del chunk, pk
                 if len(cap.ocpp_ready) >= OCPP_BATCH:
                     cap.ocpp_staged += tables.stage_ocpp(src, sink, cap.ocpp_ready)
                     cap.ocpp_ready = OcppFrames()
