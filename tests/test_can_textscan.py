@@ -22,7 +22,32 @@ def test_scanner_is_built():
     assert textscan.AVAILABLE, "parsers/can/_textscan.c was not built: run scripts/setup"
 
 
+def _hexbytes(draw, n: int, sep: str = "") -> str:
+    raw = draw(st.binary(min_size=n, max_size=n))
+    text = (raw.hex(sep) if sep else raw.hex()).upper()
+    return text.lower() if draw(st.integers(0, 9)) == 0 else text
+
+
+def _id(draw, ext: bool) -> int:
+    return draw(st.integers(0, 0x1FFFFFFF if ext else 0x7FF) | st.integers(0, 0xFFFFFFFF))
+
+
+@st.composite
+def candump_line(draw) -> str:
+    """Mostly can-utils' canonical lines; now and then one thing off."""
+    ext = draw(st.booleans())
+    cid = _id(draw, ext) | (0x20000000 if ext and draw(st.integers(0, 9)) == 0 else 0)
+    ident = f"{cid:08X}" if ext else f"{cid:03X}"
+    n = draw(st.integers(0, 8) | st.sampled_from([9, 12]))
+    stamp = f"({draw(st.integers(0, 2_000_000_000))}.{draw(st.integers(0, 999_999)):06d})"
+    chan = draw(st.sampled_from(["can0", "can0", "vcan12", "c\u00e4n"]))
+    tail = draw(st.sampled_from(["", "", " R", " T", " X", "  "]))
+    return f"{stamp} {chan} {ident}#{_hexbytes(draw, n)}{tail}"
+
+
 CANDUMP_NEAR = st.one_of(
+    candump_line(),
+    candump_line(),
     st.from_regex(
         r"\((17800000\d\d|\d{1,13})\.\d{5,7}\) (can0|vcan1|c\u00e4n|can 0) "
         r"([0-9A-F]{3}|[0-9A-Fa-f]{8}|[0-9A-F]{2,9})#([0-9A-F]{2}){0,9}[0-9A-F]?( [RTr])?\r?",
@@ -61,7 +86,30 @@ def test_candump_lines_taken_are_the_reference_rows(lines):
 
 
 ASC_HEAD = "date Thu May 28 20:26:40.100 2026\nbase hex  timestamps absolute\n"
+
+
+@st.composite
+def asc_line(draw) -> str:
+    """Mostly Vector's classic frame lines; now and then one thing off."""
+    ext = draw(st.booleans())
+    ident = f"{_id(draw, ext):X}{'x' if ext else ''}"
+    dlc = draw(st.integers(0, 8))
+    n = draw(st.sampled_from([dlc] * 6 + [dlc + 1, max(dlc - 1, 0)]))
+    sep = draw(st.sampled_from([" ", " ", "  ", "\t"]))
+    stamp = (
+        f"{draw(st.integers(0, 9999))}.{draw(st.integers(0, 999_999)):0{draw(st.integers(1, 7))}d}"
+    )
+    head = sep.join([stamp, str(draw(st.integers(1, 16))), ident,
+                     draw(st.sampled_from(["Rx", "Tx", "rx"])), "d", str(dlc)])  # fmt: skip
+    data = _hexbytes(draw, n, " ")
+    tail = draw(st.sampled_from(["", "", "  Length = 232000 BitCount = 118 ID = 385x", " 1"]))
+    return f"   {head} {data}{tail}" if data else f"   {head}{tail}"
+
+
 ASC_NEAR = st.one_of(
+    asc_line(),
+    asc_line(),
+    asc_line(),
     st.from_regex(
         r"[ \t]{0,2}\d{1,3}\.\d{1,7}[ \t]{1,2}\d{1,2}[ \t]{1,2}[0-9A-Fa-f]{1,9}x?[ \t]{1,2}"
         r"(Rx|Tx|rx)[ \t]{1,2}[dr][ \t]{1,2}[0-9][ \t]{0,2}([ \t][0-9A-Fa-f]{1,3}){0,9}"
@@ -116,3 +164,58 @@ def test_polars_fallback_equals_scanner(tmp_path, ingest_files, monkeypatch, ext
     for sql in QUERIES:
         assert rows(native, sql) == rows(polars, sql), sql
     assert rows(native, "SELECT count(*) FROM can_frames")[0][0] >= 1990
+
+
+TRC_HEADS = {
+    "2.1": ";$FILEVERSION=2.1\n;$STARTTIME=46170.85185301042\n;$COLUMNS=N,O,T,B,I,d,R,L,D\n",
+    "2.0": ";$FILEVERSION=2.0\n;$STARTTIME=46170.85185301042\n;$COLUMNS=N,O,T,I,d,l,D\n",
+}
+
+
+@st.composite
+def trc_line(draw, version: str) -> str:
+    """Mostly PEAK's DT lines in the version's layout; now and then one thing off."""
+    ext = draw(st.booleans())
+    ident = f"{_id(draw, ext):08X}" if ext else f"{_id(draw, ext):04X}"
+    dlc = draw(st.integers(0, 15))
+    n = draw(st.sampled_from([min(dlc, 8)] * 6 + [dlc + 1, max(dlc - 1, 0)]))
+    sep = draw(st.sampled_from([" ", " ", "  ", "\t"]))
+    stamp = (
+        f"{draw(st.integers(0, 10**7))}{draw(st.sampled_from(['', '.', '.1', '.123', '.1234']))}"
+    )
+    kind = draw(st.sampled_from(["DT"] * 8 + ["ER", "FD"]))
+    way = draw(st.sampled_from(["Rx", "Tx", "rx"]))
+    bus = str(draw(st.integers(1, 16)))
+    cols = ([str(draw(st.integers(1, 10**6))), stamp, kind, bus, ident, way, "-", str(dlc)]
+            if version == "2.1" else
+            [str(draw(st.integers(1, 10**6))), stamp, kind, ident, way, str(dlc)])  # fmt: skip
+    data = _hexbytes(draw, n, " ")
+    return sep.join(cols) + (f"  {data}" if data else "") + draw(st.sampled_from(["", " ", "\t"]))
+
+
+TRC_NEAR = st.one_of(
+    st.from_regex(
+        r"[ \t]{0,3}\d{1,7}[ \t]{1,2}\d{1,6}(\.\d{0,4})?[ \t]{1,2}(DT|ER|XX)[ \t]{1,2}"
+        r"(\d{1,2}[ \t]{1,2})?[0-9A-Fa-f]{1,9}[ \t]{1,2}(Rx|Tx|rx)[ \t]{1,2}(-[ \t]{1,2})?"
+        r"\d{1,2}([ \t]{1,2}[0-9A-Fa-f]{1,3}){0,9}[ \t]{0,2}",
+        fullmatch=True,
+    ),
+    st.sampled_from([";   comment", "", ";$COLUMNS=N,O,T,I,d,l,D", " \t"]),
+)
+
+
+@native
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.data())
+def test_trc_files_scanner_equals_reference(ingest_files, data):
+    version = data.draw(st.sampled_from(sorted(TRC_HEADS)))
+    line = st.one_of(trc_line(version), trc_line(version), trc_line(version), TRC_NEAR)
+    lines = data.draw(st.lists(line, min_size=1, max_size=25))
+    text = (TRC_HEADS[version] + "\n".join(lines) + "\n").encode()
+    _, fast = ingest_files({"x.trc": text}, charger_id="CP-1")
+    manifest = '[files."x.trc"]\ncan_fast = false\n'
+    _, ref = ingest_files({"x.trc": text, "manifest.toml": manifest}, charger_id="CP-1")
+    for sql in QUERIES:
+        assert rows(fast, sql) == rows(ref, sql), sql

@@ -39,6 +39,7 @@ typedef struct {
     const char *names[MAX_CHANNELS];
     Py_ssize_t name_len[MAX_CHANNELS];
     int nnames;
+    const char *columns; /* TRC: the $COLUMNS letters */
 } Scan;
 
 static int hexval(unsigned char c, int upper_only) {
@@ -221,17 +222,128 @@ static int asc_line(Scan *s, const unsigned char *p, const unsigned char *e) {
     return 1;
 }
 
+/* PEAK TRC 2.x data frame, laid out by the file's $COLUMNS (one letter per column, data 'D'
+ * last): see frame_regex in parsers/can/fastpath_trc.py, which this follows. */
+
+static int digits_run(const unsigned char **pp, const unsigned char *e, int max, int64_t *v) {
+    const unsigned char *p = *pp;
+    int n = 0;
+    *v = 0;
+    while (p < e && *p >= '0' && *p <= '9') {
+        if (++n > max) return 0;
+        *v = *v * 10 + (*p++ - '0');
+    }
+    *pp = p;
+    return n > 0;
+}
+
+static int trc_line(Scan *s, const unsigned char *p, const unsigned char *e) {
+    while (e > p && blank(e[-1])) e--; /* the line is right-stripped of blanks first */
+    while (p < e && blank(*p)) p++;
+    int64_t t = -1, v;
+    int ci = -1, idlen = 0, dlc = -1, have_bus = 0;
+    uint32_t id = 0;
+    uint8_t flags = 0;
+    for (const char *c = s->columns; *c != 'D'; c++) {
+        if (c != s->columns) { /* columns are separated by blanks */
+            if (p == e || !blank(*p)) return 0;
+            while (p < e && blank(*p)) p++;
+        }
+        switch (*c) {
+        case 'N':
+            if (!digits_run(&p, e, 20, &v)) return 0;
+            break;
+        case 'O': {
+            int64_t ms;
+            if (!digits_run(&p, e, MAX_SEC_DIGITS, &ms)) return 0;
+            int64_t frac = 0;
+            int fd = 0;
+            if (p < e && *p == '.') {
+                p++;
+                while (p < e && *p >= '0' && *p <= '9') {
+                    if (fd < 3) frac = frac * 10 + (*p - '0');
+                    fd++;
+                    p++;
+                }
+            }
+            for (; fd < 3; fd++) frac *= 10;
+            t = ms * 1000 + frac;
+            break;
+        }
+        case 'T':
+            if (e - p < 2 || p[0] != 'D' || p[1] != 'T') return 0;
+            p += 2;
+            break;
+        case 'B': {
+            const unsigned char *b0 = p;
+            if (!digits_run(&p, e, 9, &v)) return 0;
+            if ((ci = channel_index(s, (const char *)b0, p - b0)) < 0) return 0;
+            have_bus = 1;
+            break;
+        }
+        case 'I': {
+            const unsigned char *i0 = p;
+            int x;
+            while (p < e && (x = hexval(*p, 0)) >= 0) { id = (id << 4) | (uint32_t)x; p++; }
+            idlen = (int)(p - i0);
+            if (idlen == 0 || idlen > 8) return 0;
+            break;
+        }
+        case 'd':
+            if (e - p < 2 || (p[0] != 'R' && p[0] != 'T') || p[1] != 'x') return 0;
+            if (p[0] == 'T') flags |= F_TX;
+            p += 2;
+            break;
+        case 'R':
+            if (p == e || *p != '-') return 0;
+            p++;
+            break;
+        case 'L':
+        case 'l':
+            if (!digits_run(&p, e, 2, &v)) return 0;
+            dlc = *c == 'L' && v > 8 ? 8 : (int)v; /* DLC 9-15 on 'L' layouts: 8 bytes */
+            break;
+        default:
+            return 0;
+        }
+    }
+    if (t < 0 || idlen == 0 || dlc < 0 || dlc > 8) return 0;
+    if (idlen > 4) flags |= F_EXT;
+    if (id > (flags & F_EXT ? 0x1FFFFFFFu : 0x7FFu)) return 0;
+    uint64_t pay = 0;
+    int n = 0;
+    while (p < e) { /* ([ \t]+ hh)* to the end */
+        if (!blank(*p)) return 0;
+        while (p < e && blank(*p)) p++;
+        int hi = e - p >= 2 ? hexval(p[0], 0) : -1, lo = hi >= 0 ? hexval(p[1], 0) : -1;
+        if (lo < 0 || n == 8) return 0;
+        pay = (pay << 8) | (uint64_t)(hi << 4 | lo);
+        n++;
+        p += 2;
+    }
+    if (n != dlc) return 0;
+    if (!have_bus && (ci = channel_index(s, "1", 1)) < 0) return 0;
+    Py_ssize_t k = s->n++;
+    s->ts[k] = t;
+    s->chan[k] = (uint8_t)ci;
+    s->can_id[k] = id;
+    s->flags[k] = flags;
+    s->dlc[k] = (uint8_t)n;
+    s->payload[k] = pay;
+    return 1;
+}
+
 typedef int (*LineFn)(Scan *, const unsigned char *, const unsigned char *);
 
-static PyObject *scan(PyObject *args, LineFn fn) {
-    Py_buffer buf;
-    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+/* Runs `fn` over every line of `buf` (released here); `columns` is kept for trc_line. */
+static PyObject *scan(Py_buffer buf, LineFn fn, const char *columns) {
     const unsigned char *data = buf.buf, *end = data + buf.len;
     Py_ssize_t lines = 1;
     for (const unsigned char *q = data; (q = memchr(q, '\n', end - q)); q++) lines++;
     Scan s;
     PyObject *result = NULL;
     if (scan_init(&s, lines) < 0) goto done;
+    s.columns = columns;
     Py_BEGIN_ALLOW_THREADS;
     const unsigned char *p = data;
     for (Py_ssize_t i = 0; i < lines; i++) {
@@ -270,12 +382,31 @@ done:
 
 static PyObject *scan_candump(PyObject *self, PyObject *args) {
     (void)self;
-    return scan(args, candump_line);
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    return scan(buf, candump_line, NULL);
 }
 
 static PyObject *scan_asc(PyObject *self, PyObject *args) {
     (void)self;
-    return scan(args, asc_line);
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    return scan(buf, asc_line, NULL);
+}
+
+static PyObject *scan_trc(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer buf;
+    const char *columns;
+    if (!PyArg_ParseTuple(args, "y*s", &buf, &columns)) return NULL;
+    size_t nc = strlen(columns);
+    if (nc < 2 || columns[nc - 1] != 'D' || strchr(columns, 'D') != columns + nc - 1) {
+        PyBuffer_Release(&buf);
+        PyErr_SetString(PyExc_ValueError, "columns must end with their only 'D'");
+        return NULL;
+    }
+    /* `columns` lives in the argument tuple, which outlives the scan */
+    return scan(buf, trc_line, columns);
 }
 
 static PyMethodDef methods[] = {
@@ -285,6 +416,9 @@ static PyMethodDef methods[] = {
     {"scan_asc", scan_asc, METH_VARARGS,
      "scan_asc(chunk) -> the same for ASC classic data frames and bare ErrorFrame lines; "
      "ts is the line's own stamp in microseconds (the time base is added in Python)"},
+    {"scan_trc", scan_trc, METH_VARARGS,
+     "scan_trc(chunk, columns) -> the same for TRC 2.x DT lines laid out by columns "
+     "(the $COLUMNS letters joined, ending in 'D'); ts is the offset in microseconds"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {

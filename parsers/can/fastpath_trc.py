@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from forensics.parsers.base import Source
+from forensics.parsers.base import Source, release_memory
+from forensics.parsers.can import textscan
 from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.fastpath_asc import unspace
 from forensics.parsers.can.frames import EXT, TX
@@ -50,7 +51,45 @@ def frame_regex(version: str, columns: list[str]) -> str | None:
 
 
 def parse_trc(src: Source, st) -> None:
-    """Feeds a TRC file through polars (data frames) and `st.feed` (everything else)."""
+    """Feeds a TRC file through the native scanner or polars (data frames) and `st.feed`
+    (everything else)."""
+    if textscan.AVAILABLE:
+        _parse_native(src, st)
+    else:
+        _parse_polars(src, st)
+
+
+def _parse_native(src: Source, st) -> None:
+    w = st.w
+    for first, data in src.line_chunks(textscan.CHUNK_BYTES):
+        head = data.rfind(b";$")
+        if head >= 0:  # header lines: the state they set holds for the lines after them
+            cut = data.find(b"\n", head)
+            cut = len(data) if cut < 0 else cut
+            lines = src.decode_lines(data[:cut], first)
+            for i, line in enumerate(lines):
+                st.feed(first + i, line)
+            first, data = first + len(lines), data[cut + 1 :]
+            if not data:
+                continue
+        if frame_regex(st.version, st.columns) is None:
+            for i, line in enumerate(src.decode_lines(data, first)):
+                st.feed(first + i, line)
+            continue
+        sc = textscan.scan(first, data, "trc", "".join(st.columns or _DEFAULT_V2))
+        del data
+        for line_no, line in sc.slow:
+            st.feed(line_no, line)
+        if len(sc.loc):
+            if not st.based:
+                st._base()
+            w.append_frames(textscan.frame_table(sc, sc.ts + w.offset_us))
+            src.accepted(len(sc.loc))
+        del sc
+        release_memory()
+
+
+def _parse_polars(src: Source, st) -> None:
     w = st.w
     for first, lines in text_chunks(src):
         df = pl.DataFrame({"line": lines}).with_row_index("n", offset=first)

@@ -62,15 +62,23 @@ class Scanned:
         return [be[i * 8 + 8 - d : i * 8 + 8] for i, d in enumerate(self.dlc[rows].tolist())]
 
 
+def scan(first: int, data: bytes, fmt: str, columns: str = "") -> Scanned:
+    """Scans one chunk whose first line is line `first`: fmt 'candump', 'asc', or 'trc'
+    (with `columns`, the TRC $COLUMNS letters joined, ending in 'D')."""
+    if fmt == "trc":
+        return _columns(first, data, _textscan.scan_trc(data, columns))
+    scanner: Callable = _textscan.scan_candump if fmt == "candump" else _textscan.scan_asc
+    return _columns(first, data, scanner(data))
+
+
 def scanned_chunks(src: Source, fmt: str) -> Iterator[Scanned]:
     """Yields `Scanned` chunks of a candump (`fmt='candump'`) or ASC (`'asc'`) file."""
-    scan: Callable = _textscan.scan_candump if fmt == "candump" else _textscan.scan_asc
     with ThreadPoolExecutor(1, thread_name_prefix="can-scan") as pool:
         pieces = src.line_chunks(CHUNK_BYTES)
 
         def next_chunk() -> Scanned | None:
             piece = next(pieces, None)
-            return None if piece is None else _columns(piece[0], piece[1], scan(piece[1]))
+            return None if piece is None else scan(piece[0], piece[1], fmt)
 
         ahead = pool.submit(next_chunk)
         while (chunk := ahead.result()) is not None:
