@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import rows
@@ -137,6 +137,7 @@ QUERIES = (
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(ASC_NEAR, min_size=1, max_size=25))
+@example(lines=["   0.0\t1\t0\tRx\td\t0"])  # tabs: the reference once read only spaces
 def test_asc_files_scanner_equals_reference(ingest_files, lines):
     data = (ASC_HEAD + "\n".join(lines) + "\n").encode()
     _, fast = ingest_files({"x.asc": data}, charger_id="CP-1")

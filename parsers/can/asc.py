@@ -57,7 +57,7 @@ class AscState:
         if low.startswith("begin triggerblock"):
             self._trigger(s)
             return
-        head, _, rest = s.partition(" ")
+        head, _, rest = s.replace("\t", " ").partition(" ")  # blanks are spaces or tabs
         if not _TIME.match(head):
             if head.startswith(("***", ";")):
                 return  # CANoe comment / marker lines

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from forensics.parsers.base import Source, release_memory
+from forensics.parsers.base import Source
 from forensics.parsers.can import textscan, timebase
 from forensics.parsers.can.errorclass import CAN_ERR_FLAG, CAN_ERR_MASK, decode_linux
 from forensics.parsers.can.frames import ERR, EXT, TX, CanWriter
@@ -34,26 +33,10 @@ _CANDUMP_FAST = (  # no capture groups: used as a match test
 
 
 def text_chunks(src: Source) -> Iterator[tuple[int, pl.Series]]:
-    """Yields (first_line_no, polars Series of lines) over the file, cut on newlines.
-
-    A worker thread reads and splits the next chunk while the caller parses this one (polars
-    and DuckDB release the GIL), so reading overlaps parsing and inserting.
-    """
-    line_no = 1
-    with ThreadPoolExecutor(1, thread_name_prefix="can-read") as pool:
-        pieces = (data for _first, data in src.line_chunks(CHUNK_BYTES))
-
-        def next_lines() -> pl.Series | None:
-            data = next(pieces, None)
-            return None if data is None else split_lines(data)
-
-        ahead = pool.submit(next_lines)
-        while (lines := ahead.result()) is not None:
-            ahead = pool.submit(next_lines)
-            yield line_no, lines
-            line_no += len(lines)
-            del lines
-            release_memory()
+    """Yields (first_line_no, polars Series of lines) over the file, cut on newlines; the
+    next chunk is read and split while the caller parses this one."""
+    pieces = src.line_chunks(CHUNK_BYTES)
+    return textscan.read_ahead(pieces, lambda piece: (piece[0], split_lines(piece[1])))
 
 
 def split_lines(data: bytes) -> pl.Series:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from forensics.parsers.base import Source, release_memory
+from forensics.parsers.base import Source
 from forensics.parsers.can import textscan
 from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.fastpath_asc import unspace
@@ -61,7 +61,7 @@ def parse_trc(src: Source, st) -> None:
 
 def _parse_native(src: Source, st) -> None:
     w = st.w
-    for first, data in src.line_chunks(textscan.CHUNK_BYTES):
+    for first, data in textscan.read_ahead(src.line_chunks(textscan.CHUNK_BYTES)):
         head = data.rfind(b";$")
         if head >= 0:  # header lines: the state they set holds for the lines after them
             cut = data.find(b"\n", head)
@@ -86,7 +86,6 @@ def _parse_native(src: Source, st) -> None:
             w.append_frames(textscan.frame_table(sc, sc.ts + w.offset_us))
             src.accepted(len(sc.loc))
         del sc
-        release_memory()
 
 
 def _parse_polars(src: Source, st) -> None:

@@ -73,18 +73,24 @@ def scan(first: int, data: bytes, fmt: str, columns: str = "") -> Scanned:
 
 def scanned_chunks(src: Source, fmt: str) -> Iterator[Scanned]:
     """Yields `Scanned` chunks of a candump (`fmt='candump'`) or ASC (`'asc'`) file."""
-    with ThreadPoolExecutor(1, thread_name_prefix="can-scan") as pool:
-        pieces = src.line_chunks(CHUNK_BYTES)
+    return read_ahead(src.line_chunks(CHUNK_BYTES), lambda piece: scan(*piece, fmt))
 
-        def next_chunk() -> Scanned | None:
-            piece = next(pieces, None)
-            return None if piece is None else scan(piece[0], piece[1], fmt)
 
-        ahead = pool.submit(next_chunk)
-        while (chunk := ahead.result()) is not None:
-            ahead = pool.submit(next_chunk)
-            yield chunk
-            del chunk
+def read_ahead(items: Iterator, prepare: Callable = lambda item: item) -> Iterator:
+    """Yields prepare(item) for each item, the next one fetched and prepared in a worker
+    thread while the caller works on this one (reading, the scanner, polars and DuckDB all
+    release the GIL). The heap is trimmed after each item: memory stays flat."""
+    with ThreadPoolExecutor(1, thread_name_prefix="can-read") as pool:
+
+        def fetch():
+            item = next(items, None)
+            return None if item is None else prepare(item)
+
+        ahead = pool.submit(fetch)
+        while (item := ahead.result()) is not None:
+            ahead = pool.submit(fetch)
+            yield item
+            del item
             release_memory()
 
 
