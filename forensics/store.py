@@ -133,6 +133,11 @@ def parser_tables() -> dict[str, str]:
     return ddl
 
 
+def memory_limit() -> str:
+    """DuckDB's memory_limit for a case: FORENSICS_MEMORY_LIMIT, default 512MB."""
+    return os.environ.get("FORENSICS_MEMORY_LIMIT", "512MB")
+
+
 def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Opens (creating if needed) a case database with the schema in place."""
     path = Path(path)
@@ -147,7 +152,7 @@ def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnect
         ) from exc
     con.execute("SET TimeZone = 'UTC'")
     # Bounded memory whatever the file size: DuckDB spills to <case>.tmp beyond this.
-    con.execute("SET memory_limit = ?", [os.environ.get("FORENSICS_MEMORY_LIMIT", "512MB")])
+    con.execute("SET memory_limit = ?", [memory_limit()])
     con.execute("SET preserve_insertion_order = false")
     if read_only:
         check_version(con, path)

@@ -171,6 +171,16 @@ class Sink:
             )
         self.count(table, data.num_rows)
 
+    def evict_cache(self) -> None:
+        """Lets DuckDB drop the blocks it keeps cached after a big insert. They are already
+        in the case file, but DuckDB evicts only when it reaches memory_limit, so without
+        this RSS grows with the file up to that limit. Lowering the limit for a moment makes
+        it evict now; setting it back restores the headroom the analyses need."""
+        from forensics.store import memory_limit
+
+        self.con.execute("SET memory_limit = '64MB'")
+        self.con.execute("SET memory_limit = ?", [memory_limit()])
+
     def count(self, table: str, n: int) -> None:
         """Records `n` rows written to `table` by SQL the parser ran itself."""
         self.rows[table] = self.rows.get(table, 0) + n

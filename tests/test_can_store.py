@@ -76,3 +76,13 @@ def test_classic_payloads_are_integers_and_the_rest_blobs():
         (0, True),
         (0, True),
     ]
+
+
+def test_evict_cache_keeps_the_configured_memory_limit(tmp_path):
+    from forensics import store
+    from forensics.parsers.base import Sink
+
+    con = store.connect(tmp_path / "case.duckdb")
+    before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    Sink(con, 1, set(store.table_names(con))).evict_cache()
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before

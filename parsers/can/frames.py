@@ -205,8 +205,11 @@ class CanWriter:
             if len(self._pending) > 16:  # many small pieces would leave DuckDB
                 tbl = tbl.combine_chunks()  # partial row groups to merge
             self.sink.append("can_frame_store", tbl)
+            self.sink.evict_cache()  # the case on disk, not in RAM: flat memory
             self.frames += tbl.num_rows
             self._pending, self._pending_rows = [], 0
+        # the error rows of these frames go too: pooled to the end they grow with the file
+        self._write_pending_errors()
 
     def flush(self) -> None:
         """Writes every buffered frame and error record."""
