@@ -1,5 +1,6 @@
-/* Line scanners for the two CAN text formats that reach tens of millions of lines: can-utils
- * `candump -L` logs and Vector ASC. Each takes one chunk of text (lines cut on '\n', as
+/* Line scanners for the CAN text formats that reach tens of millions of lines: can-utils
+ * `candump -L` logs, Vector ASC and PEAK TRC 2.x (and, at the end, the object walk of BLF
+ * containers). Each scanner takes one chunk of text (lines cut on '\n', as
  * Source.line_chunks yields them) and returns, as flat little-endian arrays, the lines that
  * are classic data frames (and candump SocketCAN / bare ASC error frames) in their most
  * common spelling, plus the index of every other line. Those other lines go through the
@@ -409,6 +410,94 @@ static PyObject *scan_trc(PyObject *self, PyObject *args) {
     return scan(buf, trc_line, columns);
 }
 
+
+/* ---- BLF: the objects of decompressed log containers ------------------------------------ */
+
+static uint64_t le(const unsigned char *p, int width) {
+    uint64_t v = 0;
+    for (int k = width - 1; k >= 0; k--) v = (v << 8) | p[k];
+    return v;
+}
+
+/* Walks the objects of `data` (whole containers' payloads joined, after the tail the last
+ * batch left) exactly as BlfReader._inner does, taking CAN_MESSAGE / CAN_MESSAGE2 objects
+ * with a version-1 header into columns and listing every other object for the reference
+ * code. Anything _inner would reject (no signature, bad sizes, padding that is not zeros)
+ * returns None before anything is taken: the caller then runs the reference over it. */
+static PyObject *walk_blf(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    const unsigned char *d = buf.buf;
+    /* a CAN_MESSAGE is 48 bytes, any object at least 16: the most rows each list can get */
+    Py_ssize_t len = buf.len, pos = 0, nobj = 0, nfast = 0, nother = 0;
+    PyObject *out[9] = {NULL};
+    static const int width[9] = {8, 8, 8, 1, 1, 4, 8, 16, 1};
+    void *col[9];
+    PyObject *result = NULL;
+    for (int i = 0; i < 9; i++)
+        if (!(col[i] = alloc(&out[i], (len / (i == 7 ? 16 : 48) + 1) * width[i]))) goto done;
+    int64_t *idx = col[0], *stamp = col[1], *other = col[7];
+    uint64_t *hflags = col[2], *payload = col[6];
+    uint8_t *mflags = col[3], *dlc = col[4], *chan = col[8];
+    uint32_t *cid = col[5];
+    int bail = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    while (pos + 16 <= len) {
+        if (memcmp(d + pos, "LOBJ", 4) != 0) { /* 1-3 zero bytes of padding, then LOBJ */
+            Py_ssize_t k = pos;
+            while (k < len && k - pos < 3 && d[k] == 0) k++;
+            if (k == pos || k + 4 > len || memcmp(d + k, "LOBJ", 4) != 0) { bail = 1; break; }
+            pos = k;
+            continue;
+        }
+        uint64_t hsize = le(d + pos + 4, 2), hver = le(d + pos + 6, 2);
+        uint64_t size = le(d + pos + 8, 4), otype = le(d + pos + 12, 4);
+        if (size < hsize || hsize < 16) { bail = 1; break; }
+        if ((uint64_t)(len - pos) < size) break; /* the tail: completed by the next batch */
+        if ((otype == 1 || otype == 86) && hver == 1 && hsize == 32 && size >= 48) {
+            const unsigned char *o = d + pos;
+            Py_ssize_t k = nfast++;
+            idx[k] = nobj;
+            hflags[k] = le(o + 16, 4);
+            stamp[k] = (int64_t)le(o + 24, 8);
+            uint64_t ch = le(o + 32, 2);
+            if (ch > 255) { bail = 1; break; }
+            chan[k] = (uint8_t)ch;
+            mflags[k] = o[34];
+            dlc[k] = o[35];
+            cid[k] = (uint32_t)le(o + 36, 4);
+            int n = (o[34] & 0x80) ? 0 : (o[35] < 8 ? o[35] : 8); /* remote frames: none */
+            uint64_t v = 0;
+            for (int b = 0; b < n; b++) v = (v << 8) | o[40 + b];
+            payload[k] = v;
+        } else {
+            other[2 * nother] = nobj;
+            other[2 * nother++ + 1] = pos;
+        }
+        nobj++;
+        pos += (Py_ssize_t)size;
+    }
+    Py_END_ALLOW_THREADS;
+    if (bail) {
+        result = Py_None;
+        Py_INCREF(result);
+        goto done;
+    }
+    for (int i = 0; i < 9; i++) {
+        Py_ssize_t rows = i == 7 ? nother : nfast;
+        if (PyByteArray_Resize(out[i], rows * width[i]) < 0) goto done;
+    }
+    result = Py_BuildValue("{s:n,s:n,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "objects", nobj,
+                           "tail", pos, "index", out[0], "stamp", out[1], "hflags", out[2],
+                           "mflags", out[3], "dlc", out[4], "can_id", out[5], "payload", out[6],
+                           "other", out[7], "channel", out[8]);
+done:
+    for (int i = 0; i < 9; i++) Py_XDECREF(out[i]);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"scan_candump", scan_candump, METH_VARARGS,
      "scan_candump(chunk) -> dict of columns (bytearrays) for the canonical candump -L lines, "
@@ -419,6 +508,9 @@ static PyMethodDef methods[] = {
     {"scan_trc", scan_trc, METH_VARARGS,
      "scan_trc(chunk, columns) -> the same for TRC 2.x DT lines laid out by columns "
      "(the $COLUMNS letters joined, ending in 'D'); ts is the offset in microseconds"},
+    {"walk_blf", walk_blf, METH_VARARGS,
+     "walk_blf(data) -> dict of CAN_MESSAGE(2) columns, 'other' (object index, offset) pairs, "
+     "'objects' walked and 'tail' offset; None where the reference must read the data"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {

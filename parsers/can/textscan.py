@@ -71,6 +71,11 @@ def scan(first: int, data: bytes, fmt: str, columns: str = "") -> Scanned:
     return _columns(first, data, scanner(data))
 
 
+def walk_blf(data: bytes) -> dict | None:
+    """The objects of decompressed BLF containers (see walk_blf in _textscan.c)."""
+    return _textscan.walk_blf(data)
+
+
 def scanned_chunks(src: Source, fmt: str) -> Iterator[Scanned]:
     """Yields `Scanned` chunks of a candump (`fmt='candump'`) or ASC (`'asc'`) file."""
     return read_ahead(src.line_chunks(CHUNK_BYTES), lambda piece: scan(*piece, fmt))
