@@ -121,17 +121,23 @@ def test_blf_and_asc_error_frames_match_python_can(tmp_path, ingest_files):
         )
 
 
+def write_small_container_blf(path, msgs) -> None:
+    """BLF through python-can's writer with 4 KiB containers: many containers, objects
+    spanning them."""
+    w = can.BLFWriter(str(path))
+    w.max_container_size = 4096
+    for m in msgs:
+        w.on_message_received(m)
+    w.stop()
+
+
 @pytest.mark.parametrize("ext", ["log", "asc", "blf"])
 def test_vectorised_path_agrees_frame_for_frame(tmp_path, ingest_files, ext):
     """The polars/numpy paths and the line-by-line reference give identical tables."""
     msgs = _messages(3000, errors=True, fd=ext != "log", remote=True)
     path = tmp_path / f"v.{ext}"
     if ext == "blf":
-        w = can.BLFWriter(str(path))
-        w.max_container_size = 4096  # many containers, objects spanning them
-        for m in msgs:
-            w.on_message_received(m)
-        w.stop()
+        write_small_container_blf(path, msgs)
     else:
         _write(path, msgs)
     data = path.read_bytes()

@@ -152,17 +152,12 @@ def test_asc_files_scanner_equals_reference(ingest_files, lines):
 def test_fallback_equals_scanner(tmp_path, ingest_files, monkeypatch, ext):
     """Where the scanner is not built, the polars (text) and numpy (BLF) paths give the
     same tables."""
-    import can
-    from test_can_roundtrip import _messages, _write
+    from test_can_roundtrip import _messages, _write, write_small_container_blf
 
     path = tmp_path / f"v.{ext}"
     msgs = _messages(3000, errors=ext != "trc", fd=ext in ("asc", "blf"), remote=ext != "trc")
     if ext == "blf":
-        w = can.BLFWriter(str(path))
-        w.max_container_size = 4096  # many containers, objects spanning them
-        for m in msgs:
-            w.on_message_received(m)
-        w.stop()
+        write_small_container_blf(path, msgs)
         data = path.read_bytes()
         data = data[:5000] + b"\xff" * 64 + data[5064:]  # a damaged stretch
     else:

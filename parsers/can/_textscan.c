@@ -82,6 +82,18 @@ static int channel_index(Scan *s, const char *p, Py_ssize_t len) {
     return s->nnames++;
 }
 
+/* one scanned frame; returns 1 (the line was taken) */
+static int take(Scan *s, int64_t t, int ci, uint32_t id, uint8_t flags, int n, uint64_t pay) {
+    Py_ssize_t k = s->n++;
+    s->ts[k] = t;
+    s->chan[k] = (uint8_t)ci;
+    s->can_id[k] = id;
+    s->flags[k] = flags;
+    s->dlc[k] = (uint8_t)n;
+    s->payload[k] = pay;
+    return 1;
+}
+
 /* (1700000000.123456) can0 123#DEADBEEF[ R|T] -- can-utils' canonical form of a classic
  * frame: uppercase hex, 6-digit microseconds, 3- or 8-digit id, 0..8 data bytes. */
 static int candump_line(Scan *s, const unsigned char *p, const unsigned char *e) {
@@ -126,14 +138,7 @@ static int candump_line(Scan *s, const unsigned char *p, const unsigned char *e)
         if (e - p != 2 || p[0] != ' ' || (p[1] != 'R' && p[1] != 'T')) return 0;
         if (p[1] == 'T') flags |= F_TX;
     }
-    Py_ssize_t k = s->n++;
-    s->ts[k] = t;
-    s->chan[k] = (uint8_t)ci;
-    s->can_id[k] = id;
-    s->flags[k] = flags;
-    s->dlc[k] = (uint8_t)n;
-    s->payload[k] = pay;
-    return 1;
+    return take(s, t, ci, id, flags, n, pay);
 }
 
 static int blank(unsigned char c) { return c == ' ' || c == '\t'; }
@@ -213,14 +218,7 @@ static int asc_line(Scan *s, const unsigned char *p, const unsigned char *e) {
         }
         if (n != dlc) return 0;
     }
-    Py_ssize_t k = s->n++;
-    s->ts[k] = t;
-    s->chan[k] = (uint8_t)ci;
-    s->can_id[k] = id;
-    s->flags[k] = flags;
-    s->dlc[k] = (uint8_t)n;
-    s->payload[k] = pay;
-    return 1;
+    return take(s, t, ci, id, flags, n, pay);
 }
 
 /* PEAK TRC 2.x data frame, laid out by the file's $COLUMNS (one letter per column, data 'D'
@@ -324,14 +322,7 @@ static int trc_line(Scan *s, const unsigned char *p, const unsigned char *e) {
     }
     if (n != dlc) return 0;
     if (!have_bus && (ci = channel_index(s, "1", 1)) < 0) return 0;
-    Py_ssize_t k = s->n++;
-    s->ts[k] = t;
-    s->chan[k] = (uint8_t)ci;
-    s->can_id[k] = id;
-    s->flags[k] = flags;
-    s->dlc[k] = (uint8_t)n;
-    s->payload[k] = pay;
-    return 1;
+    return take(s, t, ci, id, flags, n, pay);
 }
 
 typedef int (*LineFn)(Scan *, const unsigned char *, const unsigned char *);
