@@ -9,8 +9,12 @@ Files in `base dec` or with `timestamps relative` (deltas) take the reference pa
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from forensics.parsers.base import Source
 from forensics.parsers.can import textscan
@@ -49,12 +53,13 @@ def parse_asc(src: Source, st) -> None:
     w = st.w
     carry: int | None = None  # offset in force at the end of the previous chunk
     chunks = _native_chunks(src) if textscan.AVAILABLE else _polars_chunks(src)
-    for first, fast, slow in chunks:
+    for chunk in chunks:
+        first, loc = chunk.first, chunk.loc
         changes: list[tuple[int, int]] = []
         if carry is not None:
             changes.append((first - 1, carry))
-        first_fast = fast["loc"][0] if fast.height else None
-        for line_no, line in slow:
+        first_fast = int(loc[0]) if len(loc) else None
+        for line_no, line in chunk.slow:
             if first_fast is not None and line_no > first_fast and not st.anchored:
                 st._anchor()  # a data frame came first: the reference anchors there
                 changes.append((first_fast - 1, w.offset_us))
@@ -62,45 +67,58 @@ def parse_asc(src: Source, st) -> None:
             st.feed(line_no, line)
             if st.anchored and (st.anchored, w.offset_us) != before:
                 changes.append((line_no, w.offset_us))
-        if fast.height:
+        if len(loc):
             if not st.anchored:
                 st._anchor()
                 changes.append((first - 1, w.offset_us))
             if not changes or changes[0][0] > first_fast:
                 changes.insert(0, (first - 1, w.offset_us if carry is None else carry))
-            offs = pl.DataFrame(
-                {"loc": [c[0] for c in changes], "off": [c[1] for c in changes]},
-                schema={"loc": pl.Int64, "off": pl.Int64},
-            ).sort("loc")
-            fast = fast.join_asof(offs, on="loc", strategy="backward")
-            w.append_frames(_to_arrow(fast))
-            errors = _error_rows(fast.filter(pl.col("flags") & ERR != 0), w.loc_unit)
+            # each frame takes the time base in force at its line: the last change before it
+            at = np.array([c[0] for c in changes], np.int64)
+            off = np.array([c[1] for c in changes], np.int64)
+            order = np.argsort(at, kind="stable")
+            last = np.searchsorted(at[order], loc, side="right") - 1
+            ts = chunk.t + off[order][last]
+            w.append_frames(chunk.frames(ts))
+            errors = chunk.errors(ts, w.loc_unit)
             if errors is not None:
                 w.append_errors(errors)
-            src.accepted(fast.height)
+            src.accepted(len(loc))
         if st.anchored:
             carry = w.offset_us
 
 
-# Each chunk source yields (first line number, the scanned frames as a DataFrame sorted by
-# loc: loc, t (microseconds on the log's clock), channel, can_id, flags, dlc and `data` or
-# `payload`, the other non-blank lines as (line number, text) in order).
+@dataclass
+class _Chunk:
+    """Scanned frames of one chunk (loc sorted; t: microseconds on the log's own clock),
+    built into rows once their time base is known, and the other non-blank lines."""
+
+    first: int
+    loc: np.ndarray
+    t: np.ndarray
+    frames: Callable[[np.ndarray], pa.Table]  # ts (UTC us) -> frames
+    errors: Callable[[np.ndarray, str], pa.Table | None]  # ts, loc unit -> can_errors rows
+    slow: list[tuple[int, str]]
 
 
-def _native_chunks(src: Source):
+def _native_chunks(src: Source) -> Iterator[_Chunk]:
     for sc in textscan.scanned_chunks(src, "asc"):
-        fast = pl.DataFrame(
-            {
-                "loc": sc.loc,
-                "t": sc.ts,
-                "channel": sc.channels(),
-                "can_id": sc.can_id,
-                "flags": sc.flags,
-                "dlc": sc.dlc,
-                "payload": sc.payload,
-            }
+        err = np.flatnonzero(sc.flags & ERR)
+
+        def errors(ts: np.ndarray, unit: str, sc=sc, err=err) -> pa.Table | None:
+            if not len(err):
+                return None
+            rows = {"loc": sc.loc[err], "ts": ts[err], "channel": sc.channels(err)}
+            return _error_rows(pl.DataFrame(rows), unit)
+
+        yield _Chunk(
+            first=int(sc.loc[0]) if len(sc.loc) else 0,
+            loc=sc.loc,
+            t=sc.ts,
+            frames=lambda ts, sc=sc: textscan.frame_table(sc, ts),
+            errors=errors,
+            slow=sc.slow,
         )
-        yield int(sc.loc[0]) if len(sc.loc) else 0, fast, sc.slow
 
 
 def _polars_chunks(src: Source):
@@ -154,7 +172,20 @@ def _polars_chunks(src: Source):
         if bad_fast.len():
             slow = pl.concat([slow, df.filter(pl.col("n").is_in(bad_fast.implode()))]).sort("n")
         slow = slow.filter(pl.col("line").str.strip_chars() != "")
-        yield first, fast, list(zip(slow["n"].to_list(), slow["line"].to_list(), strict=True))
+
+        def with_ts(ts: np.ndarray, fast=fast) -> pl.DataFrame:
+            return fast.with_columns(ts=pl.Series(ts).cast(pl.Datetime("us")))
+
+        yield _Chunk(
+            first=first,
+            loc=fast["loc"].to_numpy(),
+            t=fast["t"].to_numpy(),
+            frames=lambda ts: _to_arrow(with_ts(ts)),
+            errors=lambda ts, unit: _error_rows(
+                with_ts(ts).filter(pl.col("flags") & ERR != 0), unit
+            ),
+            slow=list(zip(slow["n"].to_list(), slow["line"].to_list(), strict=True)),
+        )
 
 
 def unspace(expr: pl.Expr) -> pl.Expr:
@@ -163,23 +194,17 @@ def unspace(expr: pl.Expr) -> pl.Expr:
 
 
 def _to_arrow(fast: pl.DataFrame):
-    data = (
-        [pl.col("data")]
-        if "data" in fast.columns
-        else [pl.col("payload"), pl.lit(None, pl.Binary).alias("payload_blob")]
-    )
     return fast.select(
         pl.col("loc"),
-        _TS.alias("ts"),
+        pl.col("ts"),
         pl.col("channel"),
         pl.col("can_id").cast(pl.UInt32).alias("arbitration_id"),
         pl.col("flags"),
         pl.col("dlc"),
-        *data,
+        pl.col("data"),
     ).to_arrow()
 
 
-_TS = (pl.col("t") + pl.col("off")).cast(pl.Datetime("us"))
 _NO_LIST = pl.lit([], pl.List(pl.String))
 
 
@@ -190,7 +215,7 @@ def _error_rows(errs: pl.DataFrame, unit: str):
     return errs.select(
         pl.col("loc"),
         (pl.lit(unit + " ") + pl.col("loc").cast(pl.String)).alias("locator"),
-        _TS.alias("ts"),
+        pl.col("ts").cast(pl.Datetime("us")),
         pl.col("channel"),
         pl.lit("error_frame").alias("source"),
         _NO_LIST.alias("classes"),
