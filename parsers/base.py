@@ -264,24 +264,26 @@ class Source:
             first = fh.read(2)
             if first in (b"\xff\xfe", b"\xfe\xff"):
                 text = (first + fh.read()).decode("utf-16", errors="replace")
-                stream, pending = io.BytesIO(text.encode("utf-8")), b""
+                stream, lead = io.BytesIO(text.encode("utf-8")), b""
                 self.notes.append("decoded from UTF-16")
             else:
-                stream, pending = fh, first
-            line_no = 1
+                stream, lead = fh, first  # the probe's bytes open the first chunk
+            line_no, pending = 1, b""
             while True:
                 chunk = stream.read(chunk_bytes)
-                data = pending + chunk
-                if not data:
-                    break
-                if chunk:
-                    cut = data.rfind(b"\n")
-                    if cut < 0:
-                        pending = data
-                        continue
-                    pending, data = data[cut + 1 :], data[:cut]
+                if lead:
+                    chunk, lead = lead + chunk, b""
+                if not chunk:
+                    data, pending = pending, b""
+                    if not data:
+                        break
                 else:
-                    pending = b""
+                    cut = chunk.rfind(b"\n")
+                    if cut < 0:
+                        pending += chunk
+                        continue
+                    # one copy of the chunk (a slice of it would be a second)
+                    data, pending = pending + memoryview(chunk)[:cut], chunk[cut + 1 :]
                 if line_no == 1 and data.startswith(b"\xef\xbb\xbf"):
                     data = data[3:]
                 yield line_no, data
