@@ -250,7 +250,7 @@ static int trc_line(Scan *s, const unsigned char *p, const unsigned char *e) {
         }
         switch (*c) {
         case 'N':
-            if (!digits_run(&p, e, 20, &v)) return 0;
+            if (!digits_run(&p, e, 18, &v)) return 0; /* more would overflow: left to Python */
             break;
         case 'O': {
             int64_t ms;
