@@ -1,5 +1,6 @@
-"""Vectorised TRC path (versions 2.x): polars pulls classic data frames (`DT`, hex bytes,
-length 0-8) out of each chunk with one regex built from the file's `$COLUMNS`; every other
+"""Vectorised TRC path (versions 2.x): the native scanner (or polars, with one regex) pulls
+classic data frames (`DT`, hex bytes, length 0-8) out of each chunk in the layout of the
+file's `$COLUMNS`; every other
 line (headers, comments, error/status/counter lines, FD, remote, anything odd) goes through
 `TrcState.feed` in line order, so both paths give the same rows.
 
