@@ -1,7 +1,8 @@
 """Vectorised ASC path: the native scanner (or polars, with one regex) pulls classic data
-frames (`<t> <ch> <id>[x] Rx|Tx d <dlc> <bytes>`) and bare error frames out of each chunk; every other line (header, trigger blocks, error
-frames, FD, remote, status, anything odd) goes through `AscState.feed` in line order. Data
-frames take the time base that was in force at their line (the last change before it).
+frames (`<t> <ch> <id>[x] Rx|Tx d <dlc> <bytes>`) and bare error frames out of each chunk;
+every other line (header, trigger blocks, error frames with details, FD, remote, status,
+anything odd) goes through `AscState.feed` in line order. Data frames take the time base
+that was in force at their line (the last change before it).
 
 Files in `base dec` or with `timestamps relative` (deltas) take the reference path whole.
 """
