@@ -1,8 +1,9 @@
 """Vectorised text paths: the native scanner (textscan, parsers/can/_textscan.c) or, where it
 is not built, polars reads a chunk of candump, ASC or TRC text at once and pulls the common
-lines (classic data frames; candump SocketCAN and bare ASC error frames) out in one pass; every other line (FD, remote, status, headers, anything odd) goes through
-the reference line parser, so both paths give the same rows (tests compare them frame by
-frame). Error classes are decoded once per distinct (class bits, data) and joined back.
+lines (classic data frames; candump SocketCAN and bare ASC error frames) out in one pass;
+every other line (FD, remote, status, headers, anything odd) goes through the reference
+line parser, so all paths give the same rows (tests compare them frame by frame). Error
+classes are decoded once per distinct (class bits, data) and joined back.
 
 Chunks are cut on line ends (`CHUNK_BYTES`) and the heap is trimmed after each, so memory
 stays flat whatever the file size; frames reach DuckDB in 1M-row inserts (frames.WRITE_ROWS).

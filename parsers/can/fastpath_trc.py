@@ -1,8 +1,8 @@
 """Vectorised TRC path (versions 2.x): the native scanner (or polars, with one regex) pulls
 classic data frames (`DT`, hex bytes, length 0-8) out of each chunk in the layout of the
-file's `$COLUMNS`; every other
-line (headers, comments, error/status/counter lines, FD, remote, anything odd) goes through
-`TrcState.feed` in line order, so both paths give the same rows.
+file's `$COLUMNS`; every other line (headers, comments, error/status/counter lines, FD,
+remote, anything odd) goes through `TrcState.feed` in line order, so all paths give the
+same rows.
 
 A chunk holding `;$` header lines feeds everything up to its last header through the
 reference first: data frames always see the header state in force at their line.
