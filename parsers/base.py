@@ -13,7 +13,8 @@ import ctypes.util
 import io
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,6 +205,32 @@ def release_memory() -> None:
     file size. A no-op off glibc."""
     if _TRIM is not None:
         _TRIM(0)
+
+
+def read_ahead(items: Iterable, prepare: Callable = lambda item: item, threaded: bool = True):
+    """Yields prepare(item) for each item in order. With `threaded`, the next item is fetched
+    and prepared in a worker thread while the caller works on this one (file reads, numpy,
+    polars, DuckDB and the CAN scanner release the GIL); errors reach the caller in order
+    all the same. The heap is trimmed after each item (release_memory): memory stays flat."""
+    items = iter(items)
+
+    def fetch():
+        item = next(items, None)
+        return None if item is None else prepare(item)
+
+    if not threaded:
+        while (item := fetch()) is not None:
+            yield item
+            del item
+            release_memory()
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="read-ahead") as pool:
+        ahead = pool.submit(fetch)
+        while (item := ahead.result()) is not None:
+            ahead = pool.submit(fetch)
+            yield item
+            del item
+            release_memory()
 
 
 @contextmanager

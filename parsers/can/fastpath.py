@@ -19,7 +19,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from forensics.parsers.base import Source
+from forensics.parsers.base import Source, read_ahead
 from forensics.parsers.can import textscan, timebase
 from forensics.parsers.can.errorclass import CAN_ERR_FLAG, CAN_ERR_MASK, decode_linux
 from forensics.parsers.can.frames import ERR, EXT, TX, CanWriter
@@ -37,7 +37,7 @@ def text_chunks(src: Source) -> Iterator[tuple[int, pl.Series]]:
     """Yields (first_line_no, polars Series of lines) over the file, cut on newlines; the
     next chunk is read and split while the caller parses this one."""
     pieces = src.line_chunks(CHUNK_BYTES)
-    return textscan.read_ahead(pieces, lambda piece: (piece[0], split_lines(piece[1])))
+    return read_ahead(pieces, lambda piece: (piece[0], split_lines(piece[1])))
 
 
 def split_lines(data: bytes) -> pl.Series:

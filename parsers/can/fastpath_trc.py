@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from forensics.parsers.base import Source
+from forensics.parsers.base import Source, read_ahead
 from forensics.parsers.can import textscan
 from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.fastpath_asc import unspace
@@ -62,7 +62,7 @@ def parse_trc(src: Source, st) -> None:
 
 def _parse_native(src: Source, st) -> None:
     w = st.w
-    for first, data in textscan.read_ahead(src.line_chunks(textscan.CHUNK_BYTES)):
+    for first, data in read_ahead(src.line_chunks(textscan.CHUNK_BYTES)):
         head = data.rfind(b";$")
         if head >= 0:  # header lines: the state they set holds for the lines after them
             cut = data.find(b"\n", head)

@@ -217,8 +217,7 @@ class CanWriter:
         if f[0]:
             self._f = [[] for _ in range(7)]
             self.append_frames(_frame_table(f))
-        self._write_pending()
-        self._write_pending_errors()
+        self._write_pending()  # and the pooled error rows with them
         self._flush_errors()
 
     def _flush_errors(self) -> None:

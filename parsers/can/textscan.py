@@ -1,23 +1,23 @@
 """The native line scanner (parsers/can/_textscan.c) as chunks of columns.
 
-`scanned_chunks` cuts a candump or ASC file into chunks on line ends, scans each in a worker
-thread (the scanner releases the GIL, so the next chunk is read and scanned while this one
-is inserted) and yields the common lines as numpy columns plus every other non-blank line
-as text for the reference parser. Where the extension was not built (no C compiler at
+`scan` takes one chunk of candump, ASC or TRC 2.x text and gives the common lines as numpy
+columns plus every other non-blank line as text for the reference parser;
+`scanned_chunks` does it over a candump or ASC file, the next chunk read and scanned in a
+worker thread while this one is inserted (the scanner releases the GIL). `walk_blf` walks
+the objects of decompressed BLF containers. Where the extension was not built (no C compiler at
 install time) `AVAILABLE` is False and the polars paths in fastpath*.py do the same work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from forensics.parsers.base import Source, release_memory
+from forensics.parsers.base import Source, read_ahead
 from forensics.parsers.can.frames import STORE_SCHEMA
 
 try:
@@ -79,24 +79,6 @@ def walk_blf(data: bytes) -> dict | None:
 def scanned_chunks(src: Source, fmt: str) -> Iterator[Scanned]:
     """Yields `Scanned` chunks of a candump (`fmt='candump'`) or ASC (`'asc'`) file."""
     return read_ahead(src.line_chunks(CHUNK_BYTES), lambda piece: scan(*piece, fmt))
-
-
-def read_ahead(items: Iterator, prepare: Callable = lambda item: item) -> Iterator:
-    """Yields prepare(item) for each item, the next one fetched and prepared in a worker
-    thread while the caller works on this one (reading, the scanner, polars and DuckDB all
-    release the GIL). The heap is trimmed after each item: memory stays flat."""
-    with ThreadPoolExecutor(1, thread_name_prefix="can-read") as pool:
-
-        def fetch():
-            item = next(items, None)
-            return None if item is None else prepare(item)
-
-        ahead = pool.submit(fetch)
-        while (item := ahead.result()) is not None:
-            ahead = pool.submit(fetch)
-            yield item
-            del item
-            release_memory()
 
 
 def _columns(first: int, data: bytes, cols: dict) -> Scanned:

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from forensics.parsers.base import Magic, Parser, Sink, Source, register, release_memory
+from forensics.parsers.base import Magic, Parser, Sink, Source, read_ahead, register
 from forensics.parsers.pcap import tables
 from forensics.parsers.pcap.decode import decode
 from forensics.parsers.pcap.dns import DnsLog
@@ -239,29 +237,6 @@ class Capture:
         self.touched.clear()
 
 
-def read_ahead(chunks: Iterator) -> Iterator[tuple]:
-    """(chunk, decode(chunk)) in file order, the next chunk read, walked and decoded in a
-    worker thread while the caller works on this one (file reads and numpy's bulk
-    operations release the GIL). Errors of the reader reach the caller as before."""
-    it = iter(chunks)
-
-    def ahead():
-        chunk = next(it, None)
-        return None if chunk is None else (chunk, decode(chunk))
-
-    if not READ_AHEAD:
-        while (item := ahead()) is not None:
-            yield item
-            del item
-        return
-    with ThreadPoolExecutor(1, thread_name_prefix="pcap-read") as pool:
-        job = pool.submit(ahead)
-        while (item := job.result()) is not None:
-            job = pool.submit(ahead)
-            yield item
-            del item
-
-
 @register
 class PcapParser(Parser):
     name = "pcap"
@@ -285,12 +260,14 @@ class PcapParser(Parser):
             except NotACapture as exc:
                 src.reject("offset 0", "pcap.not_a_capture", b"", str(exc))
                 return
-            for chunk, pk in read_ahead(reader.chunks()):
+            # the next chunk read, walked and decoded in a worker thread meanwhile; the heap
+            # is trimmed after each chunk
+            chunks = read_ahead(reader.chunks(), lambda c: (c, decode(c)), READ_AHEAD)
+            for chunk, pk in chunks:
                 src.accepted(len(chunk))
                 cap.feed(chunk, pk)
                 del chunk, pk
                 if len(cap.ocpp_ready) >= OCPP_BATCH:
                     cap.ocpp_staged += tables.stage_ocpp(src, sink, cap.ocpp_ready)
                     cap.ocpp_ready = OcppFrames()
-                release_memory()
         tables.write(src, sink, cap, reader)
