@@ -86,3 +86,28 @@ def test_evict_cache_keeps_the_configured_memory_limit(tmp_path):
     before = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
     Sink(con, 1, set(store.table_names(con))).evict_cache()
     assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == before
+
+
+def test_evict_cache_drops_the_blocks_of_what_was_inserted(tmp_path):
+    """After a 1M-row insert DuckDB keeps its blocks cached until memory_limit; evicting must
+    leave (almost) none of them in RAM, or peak RSS grows with the file."""
+    from forensics import store
+    from forensics.parsers.base import Sink
+
+    con = store.connect(tmp_path / "case.duckdb")
+    sink = Sink(con, 1, set(store.table_names(con)))
+    con.execute(
+        """INSERT INTO can_frame_store
+           SELECT 1, i, TIMESTAMP '2026-01-01' + to_microseconds(i), 'can0', i % 2048, 0, 8,
+                  hash(i), NULL
+           FROM range(1000000) t(i)"""
+    )
+
+    def cached_mb() -> float:
+        q = "SELECT memory_usage_bytes FROM duckdb_memory() WHERE tag = 'BASE_TABLE'"
+        return con.execute(q).fetchone()[0] / 2**20
+
+    assert cached_mb() > 8
+    sink.evict_cache()
+    assert cached_mb() <= 4
+    assert con.execute("SELECT count(*) FROM can_frames").fetchone()[0] == 1_000_000
