@@ -13,6 +13,7 @@ import ctypes.util
 import io
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -161,6 +162,7 @@ class Sink:
         self.file_id = file_id
         self._tables = tables
         self.rows: dict[str, int] = {}
+        self._count_lock = threading.Lock()
 
     def append(self, table: str, data: pa.Table | pa.RecordBatch) -> None:
         """Bulk-inserts Arrow data into `table` by column name (never row by row)."""
@@ -193,7 +195,29 @@ class Sink:
 
     def count(self, table: str, n: int) -> None:
         """Records `n` rows written to `table` by SQL the parser ran itself."""
-        self.rows[table] = self.rows.get(table, 0) + n
+        with self._count_lock:  # a twin() may count from its own thread
+            self.rows[table] = self.rows.get(table, 0) + n
+
+    def twin(self) -> Sink | None:
+        """A Sink for another thread: its own DuckDB cursor (a connection may not be used
+        by two threads at once; a cursor is a second connection to the same database), the
+        same file and the same row counts. Close its `con` when done.
+
+        None while this connection holds an open transaction: the twin's inserts would
+        commit on their own and outlive the caller's rollback, so the caller must write on
+        this connection itself then."""
+        if in_transaction(self.con):
+            return None
+        other = Sink(self.con.cursor(), self.file_id, self._tables)
+        other.rows, other._count_lock = self.rows, self._count_lock
+        return other
+
+
+def in_transaction(con: duckdb.DuckDBPyConnection) -> bool:
+    """True while `con` holds an explicit transaction (BEGIN without COMMIT yet): outside
+    one every statement is a transaction of its own, so two statements see two ids."""
+    ids = [con.execute("SELECT txid_current()").fetchone()[0] for _ in range(2)]
+    return ids[0] == ids[1]
 
 
 def _malloc_trim():

@@ -225,14 +225,14 @@ class AscLog(Parser):
 
     def parse(self, src: Source, sink: Sink) -> None:
         """Fills can_frames/can_errors (ts UTC us) and the derived bus and module events."""
-        w = CanWriter(src, sink, "asc", "line")
-        st = AscState(src, w)
-        if (src.context.extra or {}).get("can_fast", True):
-            from forensics.parsers.can import fastpath_asc
+        with CanWriter(src, sink, "asc", "line") as w:
+            st = AscState(src, w)
+            if (src.context.extra or {}).get("can_fast", True):
+                from forensics.parsers.can import fastpath_asc
 
-            fastpath_asc.parse_asc(src, st)
-        else:
-            for first, lines in src.lines():
-                for i, line in enumerate(lines):
-                    st.feed(first + i, line)
-        w.finish()
+                fastpath_asc.parse_asc(src, st)
+            else:
+                for first, lines in src.lines():
+                    for i, line in enumerate(lines):
+                        st.feed(first + i, line)
+            w.finish()

@@ -327,6 +327,6 @@ class BlfLog(Parser):
 
     def parse(self, src: Source, sink: Sink) -> None:
         """Fills can_frames/can_errors (ts UTC us, loc = object number) and derived events."""
-        w = CanWriter(src, sink, "blf", "frame")
-        BlfReader(src, w).run()
-        w.finish()
+        with CanWriter(src, sink, "blf", "frame") as w:
+            BlfReader(src, w).run()
+            w.finish()

@@ -123,14 +123,14 @@ class CandumpLog(Parser):
 
     def parse(self, src: Source, sink: Sink) -> None:
         """Fills can_frames/can_errors (ts UTC us) and the derived bus and module events."""
-        w = CanWriter(src, sink, "candump", "line")
-        if (src.context.extra or {}).get("can_fast", True):
-            from forensics.parsers.can import fastpath
+        with CanWriter(src, sink, "candump", "line") as w:
+            if (src.context.extra or {}).get("can_fast", True):
+                from forensics.parsers.can import fastpath
 
-            fastpath.parse_candump(src, w)
-        else:
-            parse_candump_reference(src, w)
-        w.finish()
+                fastpath.parse_candump(src, w)
+            else:
+                parse_candump_reference(src, w)
+            w.finish()
 
 
 def parse_candump_reference(src: Source, w: CanWriter) -> None:
@@ -209,39 +209,41 @@ class CandumpConsole(Parser):
     def parse(self, src: Source, sink: Sink) -> None:
         """Console output; `(date time)` stamps are local time (manifest timezone), `-t d`
         deltas are summed, `-t z` offsets and missing stamps are anchored like relative logs."""
-        w = CanWriter(src, sink, "candump_console", "line")
-        mode = (src.context.extra or {}).get("candump_time")  # absolute | delta | zero
-        based, prev_us = False, 0
-        tz = src.context.timezone
-        for first, lines in src.lines():
-            for i, line in enumerate(lines):
-                if not line.strip() or line.startswith("\t"):
-                    continue  # blank, or the decoded text under an ERRORFRAME line
-                line_no = first + i
-                try:
-                    ts_txt, ch, can_id, flags, dlc, data = parse_console_line(line)
-                    ts_us = _console_ts(ts_txt, tz)
-                except BadRecord as exc:
-                    reject(src, line_no, line, exc)
-                    continue
-                if not based:
-                    based = True
-                    if ts_txt and _DATE_TS.match(ts_txt):
-                        w.set_absolute(0, "header_date")
-                        w.header_time_note("candump -t A date")
-                    elif ts_txt and not timebase.looks_relative(ts_us):
-                        w.set_absolute()
-                    else:
-                        mode = mode or "zero"  # -t d and -t z look alike; the manifest says
-                        w.set_relative()
-                        if ts_txt is None:
-                            w.notes.append("console output without timestamps: all at the anchor")
-                if mode == "delta":
-                    prev_us += ts_us
-                    ts_us = prev_us
-                add_frame(w, line_no, (ts_us, ch, can_id, flags, dlc, data))
-                src.accepted()
-        w.finish()
+        with CanWriter(src, sink, "candump_console", "line") as w:
+            mode = (src.context.extra or {}).get("candump_time")  # absolute | delta | zero
+            based, prev_us = False, 0
+            tz = src.context.timezone
+            for first, lines in src.lines():
+                for i, line in enumerate(lines):
+                    if not line.strip() or line.startswith("\t"):
+                        continue  # blank, or the decoded text under an ERRORFRAME line
+                    line_no = first + i
+                    try:
+                        ts_txt, ch, can_id, flags, dlc, data = parse_console_line(line)
+                        ts_us = _console_ts(ts_txt, tz)
+                    except BadRecord as exc:
+                        reject(src, line_no, line, exc)
+                        continue
+                    if not based:
+                        based = True
+                        if ts_txt and _DATE_TS.match(ts_txt):
+                            w.set_absolute(0, "header_date")
+                            w.header_time_note("candump -t A date")
+                        elif ts_txt and not timebase.looks_relative(ts_us):
+                            w.set_absolute()
+                        else:
+                            mode = mode or "zero"  # -t d and -t z look alike; the manifest says
+                            w.set_relative()
+                            if ts_txt is None:
+                                w.notes.append(
+                                    "console output without timestamps: all at the anchor"
+                                )
+                    if mode == "delta":
+                        prev_us += ts_us
+                        ts_us = prev_us
+                    add_frame(w, line_no, (ts_us, ch, can_id, flags, dlc, data))
+                    src.accepted()
+            w.finish()
 
 
 def _console_ts(text: str | None, tz: str | None) -> int:

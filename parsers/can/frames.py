@@ -9,6 +9,8 @@ formats and its 1-based object number in binary ones; `can_logs.loc_unit` says w
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +22,7 @@ from forensics.parsers.base import BATCH_ROWS, Sink, Source
 from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import ErrorInfo
 
-WRITE_ROWS = 1 << 20  # frames pooled per DuckDB insert
+WRITE_ROWS = 1 << 19  # frames pooled per DuckDB insert (1 << 20: peak RSS +25 % at 10M)
 
 # flag bits of can_frames.flags
 EXT, RTR, ERR, FD, BRS, ESI, TX = 1, 2, 4, 8, 16, 32, 64
@@ -68,8 +70,10 @@ class CanWriter:
     """Collects frames and error records of one file and writes them in Arrow batches.
 
     `offset_us` is added to every timestamp (0 for absolute logs; the anchor for relative
-    ones). Call `finish()` once at the end: it flushes, records `can_logs`, and runs the
-    bus-health, module-health and DBC analysis over this file's rows.
+    ones). Use it as a context manager: inserts run in a writer thread, which must be
+    stopped even when the parser fails. Call `finish()` once at the end: it flushes,
+    records `can_logs`, and runs the bus-health, module-health and DBC analysis over this
+    file's rows.
     """
 
     def __init__(self, src: Source, sink: Sink, fmt: str, loc_unit: str):
@@ -85,6 +89,10 @@ class CanWriter:
         self._pending_rows = 0
         self._pending_err: list[pa.Table] = []
         self._pending_err_rows = 0
+        self._threaded: bool | None = None  # inserts in a writer thread (decided once)
+        self._writer: ThreadPoolExecutor | None = None  # inserts run here, one at a time
+        self._writer_sink: Sink | None = None
+        self._inflight: Future | None = None
         self.notes: list[str] = []
         extra = src.context.extra or {}
         self.bitrate = _int_or_none(extra.get("bitrate"))
@@ -172,12 +180,15 @@ class CanWriter:
 
     def _write_pending_errors(self) -> None:
         if self._pending_err:
-            tbl = pa.concat_tables(self._pending_err).combine_chunks()
-            if "locator" not in tbl.column_names:  # one string op here, not one per container
-                loc = pl.from_arrow(tbl["loc"]).cast(pl.String)
-                tbl = tbl.append_column("locator", (self.loc_unit + " " + loc).to_arrow())
-            self.sink.append("can_errors", tbl)
-            self._pending_err, self._pending_err_rows = [], 0
+            self._insert(None, self._error_table())
+
+    def _error_table(self) -> pa.Table:
+        tbl = pa.concat_tables(self._pending_err).combine_chunks()
+        self._pending_err, self._pending_err_rows = [], 0
+        if "locator" not in tbl.column_names:  # one string op here, not one per container
+            loc = pl.from_arrow(tbl["loc"]).cast(pl.String)
+            tbl = tbl.append_column("locator", (self.loc_unit + " " + loc).to_arrow())
+        return tbl
 
     def append_frames(self, table: pa.Table) -> None:
         """Vectorised paths hand over ready Arrow frames (ts already absolute, microseconds),
@@ -196,20 +207,66 @@ class CanWriter:
             self._write_pending()
 
     def _write_pending(self) -> None:
+        frames = errors = None
         if self._pending_data:
             data = pa.concat_tables(self._pending_data).combine_chunks()
             self._pending.append(store_layout(data))
             self._pending_data = []
         if self._pending:
-            tbl = pa.concat_tables(self._pending)
+            frames = pa.concat_tables(self._pending)
             if len(self._pending) > 16:  # many small pieces would leave DuckDB
-                tbl = tbl.combine_chunks()  # partial row groups to merge
-            self.sink.append("can_frame_store", tbl)
-            self.sink.evict_cache()  # the case on disk, not in RAM: flat memory
-            self.frames += tbl.num_rows
+                frames = frames.combine_chunks()  # partial row groups to merge
+            self.frames += frames.num_rows
             self._pending, self._pending_rows = [], 0
         # the error rows of these frames go too: pooled to the end they grow with the file
-        self._write_pending_errors()
+        if self._pending_err:
+            errors = self._error_table()
+        if frames is not None or errors is not None:
+            self._insert(frames, errors)
+
+    def _insert(self, frames: pa.Table | None, errors: pa.Table | None) -> None:
+        """Inserts in a writer thread while the parser goes on with the next batch: DuckDB
+        releases the GIL, so the insert (about half of a big text log's ingest) overlaps
+        the scan and the Arrow work. At most one insert is in flight (memory stays
+        bounded); its error, if any, is raised here or in `_drain`."""
+        self._drain()
+        if self._threaded is None:
+            self._writer_sink = self.sink.twin()
+            self._threaded = self._writer_sink is not None
+            if self._threaded:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="can-writer")
+        if not self._threaded:  # inside the caller's transaction: written here, in it
+            _insert_batch(self.sink, frames, errors)
+            return
+        self._inflight = self._writer.submit(_insert_batch, self._writer_sink, frames, errors)
+
+    def _drain(self) -> None:
+        """Waits for the insert in flight (and raises its error)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            inflight.result()
+
+    def __enter__(self) -> CanWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        """No insert may land after the parser stops: a failed file's rows are deleted
+        next (ingest.discard_file), and a late insert would survive that."""
+        if exc is None:
+            self.close_writer()
+            return
+        with suppress(Exception):  # the parser's own error is the one to report
+            self.close_writer()
+
+    def close_writer(self) -> None:
+        """Waits for the last insert and stops the writer thread (also after a failure)."""
+        try:
+            self._drain()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer_sink.con.close()
+                self._writer = self._writer_sink = None
 
     def flush(self) -> None:
         """Writes every buffered frame and error record."""
@@ -218,6 +275,7 @@ class CanWriter:
             self._f = [[] for _ in range(7)]
             self.append_frames(_frame_table(f))
         self._write_pending()  # and the pooled error rows with them
+        self.close_writer()
         self._flush_errors()
 
     def _flush_errors(self) -> None:
@@ -280,6 +338,16 @@ class CanWriter:
         health.analyse(ctx)
         modules.analyse(ctx)
         dbc.decode_log(ctx)
+
+
+def _insert_batch(sink: Sink, frames: pa.Table | None, errors: pa.Table | None) -> None:
+    """One writer-thread insert: the frames (their cached blocks evicted after, so the case
+    is on disk, not in RAM: flat memory) and the error rows pooled with them."""
+    if frames is not None:
+        sink.append("can_frame_store", frames)
+        sink.evict_cache()
+    if errors is not None:
+        sink.append("can_errors", errors)
 
 
 _LIST = pl.List(pl.String)

@@ -34,44 +34,46 @@ class PythonCanCsv(Parser):
 
     def parse(self, src: Source, sink: Sink) -> None:
         """Fills can_frames/can_errors (ts UTC us) and the derived bus and module events."""
-        w = CanWriter(src, sink, "csv", "line")
-        based = False
-        for first, lines in src.lines():
-            for i, line in enumerate(lines):
-                n = first + i
-                s = line.strip()
-                if not s or s == CSV_HEADER:
-                    continue
-                try:
-                    ts_s, id_s, ext, rtr, err, dlc_s, data_s = s.split(",")
-                    ts = timebase.parse_seconds_us(ts_s)
-                    can_id = int(id_s, 16)
-                    data = binascii.a2b_base64(data_s, strict_mode=True) if data_s else b""
-                    dlc = int(dlc_s)
-                    flags = (
-                        (EXT if ext == "1" else 0)
-                        | (RTR if rtr == "1" else 0)
-                        | (ERR if err == "1" else 0)
-                    )
-                    if len(data) > 8 or dlc > 8:
-                        flags |= FD
-                    if (
-                        can_id > 0x1FFFFFFF
-                        or dlc > 64
-                        or any(v not in ("0", "1") for v in (ext, rtr, err))
-                    ):
-                        raise ValueError("field out of range")
-                except (ValueError, binascii.Error) as exc:
-                    src.reject(f"line {n}", "can.bad_line", line, f"{type(exc).__name__}: {exc}")
-                    continue
-                if not based:
-                    based = True
-                    w.set_relative() if timebase.looks_relative(ts) else w.set_absolute()
-                w.add(n, ts, "0", can_id, flags, dlc, data)
-                if flags & ERR:
-                    w.error(n, ts, "0", "error_frame", _error_info(can_id, data))
-                src.accepted()
-        w.finish()
+        with CanWriter(src, sink, "csv", "line") as w:
+            based = False
+            for first, lines in src.lines():
+                for i, line in enumerate(lines):
+                    n = first + i
+                    s = line.strip()
+                    if not s or s == CSV_HEADER:
+                        continue
+                    try:
+                        ts_s, id_s, ext, rtr, err, dlc_s, data_s = s.split(",")
+                        ts = timebase.parse_seconds_us(ts_s)
+                        can_id = int(id_s, 16)
+                        data = binascii.a2b_base64(data_s, strict_mode=True) if data_s else b""
+                        dlc = int(dlc_s)
+                        flags = (
+                            (EXT if ext == "1" else 0)
+                            | (RTR if rtr == "1" else 0)
+                            | (ERR if err == "1" else 0)
+                        )
+                        if len(data) > 8 or dlc > 8:
+                            flags |= FD
+                        if (
+                            can_id > 0x1FFFFFFF
+                            or dlc > 64
+                            or any(v not in ("0", "1") for v in (ext, rtr, err))
+                        ):
+                            raise ValueError("field out of range")
+                    except (ValueError, binascii.Error) as exc:
+                        src.reject(
+                            f"line {n}", "can.bad_line", line, f"{type(exc).__name__}: {exc}"
+                        )
+                        continue
+                    if not based:
+                        based = True
+                        w.set_relative() if timebase.looks_relative(ts) else w.set_absolute()
+                    w.add(n, ts, "0", can_id, flags, dlc, data)
+                    if flags & ERR:
+                        w.error(n, ts, "0", "error_frame", _error_info(can_id, data))
+                    src.accepted()
+            w.finish()
 
 
 @register
@@ -86,37 +88,39 @@ class Mf4Log(Parser):
     def parse(self, src: Source, sink: Sink) -> None:
         """Reads every CAN frame python-can's MF4Reader yields; a file it cannot open is one
         reject at offset 0 (e.g. asammdf missing, or an MDF without CAN bus logging)."""
-        w = CanWriter(src, sink, "mf4", "frame")
-        try:
-            from can.io.mf4 import MF4Reader
+        with CanWriter(src, sink, "mf4", "frame") as w:
+            try:
+                from can.io.mf4 import MF4Reader
 
-            reader = MF4Reader(str(src.path))
-        except Exception as exc:  # asammdf raises many types; the file is the reject
-            src.reject("offset 0", "can.mf4_unreadable", b"", f"{type(exc).__name__}: {exc}")
-            w.finish()
-            return
-        w.set_absolute()
-        n = 0
-        try:
-            for msg in reader:
-                n += 1
-                ts = round(msg.timestamp * 1_000_000)
-                if n == 1 and timebase.looks_relative(ts):
-                    w.set_relative()
-                flags = (EXT if msg.is_extended_id else 0) | (RTR if msg.is_remote_frame else 0)
-                flags |= (ERR if msg.is_error_frame else 0) | (FD if msg.is_fd else 0)
-                flags |= (BRS if msg.bitrate_switch else 0) | (
-                    ESI if msg.error_state_indicator else 0
+                reader = MF4Reader(str(src.path))
+            except Exception as exc:  # asammdf raises many types; the file is the reject
+                src.reject("offset 0", "can.mf4_unreadable", b"", f"{type(exc).__name__}: {exc}")
+                w.finish()
+                return
+            w.set_absolute()
+            n = 0
+            try:
+                for msg in reader:
+                    n += 1
+                    ts = round(msg.timestamp * 1_000_000)
+                    if n == 1 and timebase.looks_relative(ts):
+                        w.set_relative()
+                    flags = (EXT if msg.is_extended_id else 0) | (RTR if msg.is_remote_frame else 0)
+                    flags |= (ERR if msg.is_error_frame else 0) | (FD if msg.is_fd else 0)
+                    flags |= (BRS if msg.bitrate_switch else 0) | (
+                        ESI if msg.error_state_indicator else 0
+                    )
+                    flags |= 0 if msg.is_rx else TX
+                    ch = str(msg.channel if msg.channel is not None else 0)
+                    data = bytes(msg.data or b"")
+                    w.add(n, ts, ch, msg.arbitration_id, flags, msg.dlc, data)
+                    if msg.is_error_frame:
+                        w.error(n, ts, ch, "error_frame", _error_info(msg.arbitration_id, data))
+                    src.accepted()
+            except Exception as exc:  # a damaged block ends the readable part; keep what came
+                src.reject(
+                    f"frame {n + 1}", "can.mf4_bad_block", b"", f"{type(exc).__name__}: {exc}"
                 )
-                flags |= 0 if msg.is_rx else TX
-                ch = str(msg.channel if msg.channel is not None else 0)
-                data = bytes(msg.data or b"")
-                w.add(n, ts, ch, msg.arbitration_id, flags, msg.dlc, data)
-                if msg.is_error_frame:
-                    w.error(n, ts, ch, "error_frame", _error_info(msg.arbitration_id, data))
-                src.accepted()
-        except Exception as exc:  # a damaged block ends the readable part; keep what came
-            src.reject(f"frame {n + 1}", "can.mf4_bad_block", b"", f"{type(exc).__name__}: {exc}")
-        finally:
-            reader.stop()
-        w.finish()
+            finally:
+                reader.stop()
+            w.finish()

@@ -214,14 +214,14 @@ class TrcLog(Parser):
 
     def parse(self, src: Source, sink: Sink) -> None:
         """Fills can_frames/can_errors (ts UTC us) and the derived bus and module events."""
-        w = CanWriter(src, sink, "trc", "line")
-        st = TrcState(src, w)
-        if (src.context.extra or {}).get("can_fast", True):
-            from forensics.parsers.can import fastpath_trc
+        with CanWriter(src, sink, "trc", "line") as w:
+            st = TrcState(src, w)
+            if (src.context.extra or {}).get("can_fast", True):
+                from forensics.parsers.can import fastpath_trc
 
-            fastpath_trc.parse_trc(src, st)
-        else:
-            for first, lines in src.lines():
-                for i, line in enumerate(lines):
-                    st.feed(first + i, line)
-        w.finish()
+                fastpath_trc.parse_trc(src, st)
+            else:
+                for first, lines in src.lines():
+                    for i, line in enumerate(lines):
+                        st.feed(first + i, line)
+            w.finish()
