@@ -3,10 +3,11 @@ is not built, polars reads a chunk of candump, ASC or TRC text at once and pulls
 lines (classic data frames; candump SocketCAN and bare ASC error frames) out in one pass;
 every other line (FD, remote, status, headers, anything odd) goes through the reference
 line parser, so all paths give the same rows (tests compare them frame by frame). Error
-classes are decoded once per distinct (class bits, data) and joined back.
+classes are decoded once per distinct (class bits, data) and gathered back.
 
 Chunks are cut on line ends (`CHUNK_BYTES`) and the heap is trimmed after each, so memory
-stays flat whatever the file size; frames reach DuckDB in 1M-row inserts (frames.WRITE_ROWS).
+stays flat whatever the file size; frames reach DuckDB in 512k-row inserts run in a writer
+thread (frames.WRITE_ROWS, CanWriter).
 """
 
 from __future__ import annotations
@@ -20,8 +21,13 @@ import polars as pl
 import pyarrow as pa
 
 from forensics.parsers.base import Source, read_ahead
-from forensics.parsers.can import textscan, timebase
-from forensics.parsers.can.errorclass import CAN_ERR_FLAG, CAN_ERR_MASK, decode_linux
+from forensics.parsers.can import arrowcols, textscan, timebase
+from forensics.parsers.can.errorclass import (
+    CAN_ERR_FLAG,
+    CAN_ERR_MASK,
+    ErrorInfo,
+    decode_linux,
+)
 from forensics.parsers.can.frames import ERR, EXT, TX, CanWriter
 
 CHUNK_BYTES = 16 << 20
@@ -115,6 +121,7 @@ def parse_candump(src: Source, w: CanWriter) -> None:
 
 
 def _native_candump(src: Source) -> Iterator[_Chunk]:
+    decoded: dict[tuple[int, bytes], ErrorInfo] = {}  # error patterns seen in this file
     for sc in textscan.scanned_chunks(src, "candump"):
         n = len(sc.loc)
         err = np.flatnonzero(sc.flags & ERR)
@@ -122,16 +129,7 @@ def _native_candump(src: Source) -> Iterator[_Chunk]:
         def errors(offset_us: int, unit: str, sc=sc, err=err) -> pa.Table | None:
             if not len(err):
                 return None
-            rows = pl.DataFrame(
-                {
-                    "loc": sc.loc[err],
-                    "ts": sc.ts[err],
-                    "channel": sc.channels(err),
-                    "can_id": sc.can_id[err],
-                    "data": pl.Series(sc.payload_bytes(err), dtype=pl.Binary),
-                }
-            )
-            return _error_rows(rows, offset_us, unit)
+            return _native_error_rows(sc, err, offset_us, decoded)
 
         yield _Chunk(
             n=n,
@@ -140,6 +138,24 @@ def _native_candump(src: Source) -> Iterator[_Chunk]:
             errors=errors,
             slow=sc.slow,
         )
+
+
+def _native_error_rows(sc, err: np.ndarray, offset_us: int, decoded: dict) -> pa.Table:
+    """can_errors rows of the scanned error frames `err`: each distinct (class bits, data)
+    decoded once by `decode_linux` (kept in `decoded` across chunks), then gathered."""
+    key = np.empty(len(err), dtype=[("cid", "u4"), ("dlc", "u1"), ("payload", "u8")])
+    key["cid"] = sc.can_id[err] & CAN_ERR_MASK
+    key["dlc"], key["payload"] = sc.dlc[err], sc.payload[err]
+    uniq, first, which = np.unique(key, return_index=True, return_inverse=True)
+    infos = []
+    for cid, data in zip(uniq["cid"].tolist(), sc.payload_bytes(err[first]), strict=True):
+        info = decoded.get((cid, data))
+        if info is None:
+            info = decoded[(cid, data)] = decode_linux(cid, data)
+        infos.append(info)
+    return arrowcols.error_table(
+        sc.loc[err], sc.ts[err] + offset_us, sc.channels(err), infos, which, "error_frame", None
+    )
 
 
 def _polars_candump(src: Source) -> Iterator[_Chunk]:

@@ -18,7 +18,8 @@ import polars as pl
 import pyarrow as pa
 
 from forensics.parsers.base import Source
-from forensics.parsers.can import textscan
+from forensics.parsers.can import arrowcols, textscan
+from forensics.parsers.can.errorclass import ErrorInfo
 from forensics.parsers.can.fastpath import text_chunks
 from forensics.parsers.can.frames import ERR, EXT, TX
 
@@ -109,8 +110,10 @@ def _native_chunks(src: Source) -> Iterator[_Chunk]:
         def errors(ts: np.ndarray, unit: str, sc=sc, err=err) -> pa.Table | None:
             if not len(err):
                 return None
-            rows = {"loc": sc.loc[err], "ts": ts[err], "channel": sc.channels(err)}
-            return _error_rows(pl.DataFrame(rows), unit)
+            # bare `ErrorFrame` lines, as AscState._classic writes them: nothing decoded
+            which = np.zeros(len(err), dtype=np.int64)
+            return arrowcols.error_table(sc.loc[err], ts[err], sc.channels(err),
+                                         [ErrorInfo()], which, "error_frame", "ErrorFrame")  # fmt: skip
 
         yield _Chunk(
             first=int(sc.loc[0]) if len(sc.loc) else 0,

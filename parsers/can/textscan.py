@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from forensics.parsers.base import Source, read_ahead
+from forensics.parsers.can import arrowcols
 from forensics.parsers.can.frames import STORE_SCHEMA
 
 try:
@@ -46,15 +46,11 @@ class Scanned:
     @property
     def channel(self) -> pa.Array:
         """The channel of every row (string)."""
-        names = pl.Series(self.channel_names, dtype=pl.String).to_arrow().cast(pa.string())
-        idx = self.channel_index
-        indices = pa.Array.from_buffers(pa.uint8(), len(idx), [None, pa.py_buffer(idx)])
-        return pa.DictionaryArray.from_arrays(indices, names).cast(pa.string())
+        return arrowcols.strings(self.channel_names, self.channel_index)
 
-    def channels(self, rows: np.ndarray | None = None) -> pl.Series:
-        """The channels of the given rows (all by default)."""
-        idx = self.channel_index if rows is None else self.channel_index[rows]
-        return pl.Series(self.channel_names, dtype=pl.String).gather(idx)
+    def channels(self, rows: np.ndarray) -> pa.Array:
+        """The channels of the given rows (string)."""
+        return arrowcols.strings(self.channel_names, self.channel_index[rows])
 
     def payload_bytes(self, rows: np.ndarray) -> list[bytes]:
         """The data bytes of the given rows (few: error frames)."""
@@ -108,22 +104,17 @@ def _columns(first: int, data: bytes, cols: dict) -> Scanned:
 
 def frame_table(sc: Scanned, ts_us: np.ndarray) -> pa.Table:
     """can_frame_store rows (STORE_SCHEMA) of the scanned lines, stamped `ts_us` (UTC)."""
-    n = len(sc.loc)
-
-    def arr(values: np.ndarray, dtype, typ: pa.DataType) -> pa.Array:
-        a = np.ascontiguousarray(values, dtype=dtype)
-        return pa.Array.from_buffers(typ, n, [None, pa.py_buffer(a)])
-
+    num = arrowcols.numbers
     return pa.Table.from_arrays(
         [
-            arr(sc.loc, np.int64, pa.int64()),
-            arr(ts_us, np.int64, pa.timestamp("us")),
+            num(sc.loc, np.int64, pa.int64()),
+            num(ts_us, np.int64, pa.timestamp("us")),
             sc.channel,
-            arr(sc.can_id, np.uint32, pa.uint32()),
-            arr(sc.flags, np.uint8, pa.uint8()),
-            arr(sc.dlc, np.uint8, pa.uint8()),
-            arr(sc.payload, np.uint64, pa.uint64()),
-            pa.nulls(n, pa.binary()),
+            num(sc.can_id, np.uint32, pa.uint32()),
+            num(sc.flags, np.uint8, pa.uint8()),
+            num(sc.dlc, np.uint8, pa.uint8()),
+            num(sc.payload, np.uint64, pa.uint64()),
+            pa.nulls(len(sc.loc), pa.binary()),
         ],
         schema=STORE_SCHEMA,
     )
