@@ -76,11 +76,14 @@ def parse_asc(src: Source, st) -> None:
             if not changes or changes[0][0] > first_fast:
                 changes.insert(0, (first - 1, w.offset_us if carry is None else carry))
             # each frame takes the time base in force at its line: the last change before it
-            at = np.array([c[0] for c in changes], np.int64)
-            off = np.array([c[1] for c in changes], np.int64)
-            order = np.argsort(at, kind="stable")
-            last = np.searchsorted(at[order], loc, side="right") - 1
-            ts = chunk.t + off[order][last]
+            if len(changes) == 1:  # the usual chunk: one time base throughout
+                ts = chunk.t + changes[0][1]
+            else:
+                at = np.array([c[0] for c in changes], np.int64)
+                off = np.array([c[1] for c in changes], np.int64)
+                order = np.argsort(at, kind="stable")
+                last = np.searchsorted(at[order], loc, side="right") - 1
+                ts = chunk.t + off[order][last]
             w.append_frames(chunk.frames(ts))
             errors = chunk.errors(ts, w.loc_unit)
             if errors is not None:
