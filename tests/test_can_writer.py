@@ -15,7 +15,7 @@ import pytest
 from conftest import rows
 from forensics import ingest, store
 from forensics.parsers.base import FileContext, Sink, Source, in_transaction, registry
-from forensics.parsers.can import frames
+from forensics.parsers.can import frames, textscan
 
 FRAMES = 20_000
 
@@ -37,7 +37,8 @@ def log(tmp_path):
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    monkeypatch.setattr(frames, "WRITE_ROWS", 1000)
+    monkeypatch.setattr(frames, "ROW_GROUP_ROWS", 300)  # FRAMES is no multiple of it
+    monkeypatch.setattr(frames, "WRITE_ROWS", 1200)
 
 
 def _parse(con, path, file_id=1):
@@ -118,3 +119,24 @@ def test_a_file_that_fails_midway_leaves_no_rows(ingest_files, log, small_batche
     assert rows(con, "SELECT count(*) FROM can_frame_store") == [(0,)]
     assert rows(con, "SELECT count(*) FROM can_errors") == [(0,)]
     assert rows(con, "SELECT status FROM evidence WHERE path = 'bus.log'") == [("failed",)]
+
+
+def test_inserts_fill_whole_row_groups(tmp_path, log, small_batches, monkeypatch):
+    """Only the last insert of a file may end in a partial row group: the partial groups
+    every insert would leave are merged by the checkpoint at close, whose time and memory
+    then grow with the file."""
+    monkeypatch.setattr(textscan, "CHUNK_BYTES", 48 << 10)  # chunks overshoot WRITE_ROWS
+    sizes = []
+    insert = frames._insert_batch
+
+    def watched(sink, table, errors):
+        sizes.append(0 if table is None else table.num_rows)
+        insert(sink, table, errors)
+
+    monkeypatch.setattr(frames, "_insert_batch", watched)
+    con = store.connect(tmp_path / "case.duckdb")
+    _parse(con, log)
+    assert len(sizes) > 5 and sum(sizes) == FRAMES
+    assert all(n % frames.ROW_GROUP_ROWS == 0 for n in sizes[:-1]), sizes
+    assert FRAMES % frames.ROW_GROUP_ROWS != 0 and sizes[-1] % frames.ROW_GROUP_ROWS != 0
+    assert rows(con, "SELECT count(*) FROM can_frames") == [(FRAMES,)]
