@@ -49,7 +49,8 @@ t0 = time.perf_counter(); n = 0
 for m in can.LogReader(path, **kw):
     n += 1
 dt = time.perf_counter() - t0
-print({"frames": n, "seconds": dt, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+ru = resource.getrusage(resource.RUSAGE_SELF)
+print({"frames": n, "seconds": dt, "rss_mb": ru.ru_maxrss / 1024, "cpu_s": ru.ru_utime + ru.ru_stime})
 """
 
 OURS = r"""
@@ -63,8 +64,9 @@ dt = time.perf_counter() - t0
 con = duckdb.connect(case, read_only=True)
 n = con.execute("SELECT count(*) FROM can_frames").fetchone()[0]
 errs = con.execute("SELECT count(*) FROM can_errors").fetchone()[0]
+ru = resource.getrusage(resource.RUSAGE_SELF)
 print({"frames": n, "errors": errs, "seconds": dt, "failed": rep.failed, "rejects": rep.rejects,
-       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
+       "rss_mb": ru.ru_maxrss / 1024, "cpu_s": ru.ru_utime + ru.ru_stime})
 """
 
 
@@ -104,6 +106,9 @@ def main() -> None:
                 "python_can_fps": round(ref["frames"] / ref["seconds"]),
                 "ours_fps": round(ours["frames"] / ours["seconds"]),
                 "speedup": round(ref["seconds"] / ours["seconds"], 2),
+                # CPU seconds of each process (ours: all threads, start-up included): a
+                # loaded machine stretches wall time, CPU time much less
+                "ours_cpu_s": round(ours["cpu_s"], 2), "python_can_cpu_s": round(ref["cpu_s"], 2),
                 "ours_rss_mb": round(ours["rss_mb"]), "python_can_rss_mb": round(ref["rss_mb"]),
                 "ours_frames": ours["frames"], "ours_errors": ours["errors"], "rejects": ours["rejects"],
                 "load_1min": round(os.getloadavg()[0], 1),  # shared cores: how busy they were
