@@ -18,7 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_pcap_reader import CAPTURES, block_offsets, raw
 
-from forensics import ingest
+from forensics import ingest, store
+from forensics.parsers.base import Sink, Source
 from forensics.parsers.pcap import parser, pcapng, tcp
 from forensics.parsers.pcap.decode import decode
 from forensics.parsers.pcap.reader import CaptureReader
@@ -314,3 +315,53 @@ def test_read_ahead_gives_what_reading_in_turn_gives(tmp_path, monkeypatch):
         con.close()
         runs[on] = case_rows(case), notes
     assert runs[True] == runs[False]
+
+
+def test_ocpp_close_in_a_small_duckdb_budget_gives_the_same_rows(tmp_path, monkeypatch):
+    """A capture stages its OCPP frames with DuckDB's automatic checkpoint deferred and
+    closes them under CLOSE_MEMORY: the same tables as under the case's own limit, and both
+    settings are back to the case's afterwards (fleet traffic, several staged batches)."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    cap = tmp_path / "fleet.pcapng"
+    _pcap_fleet.write(cap, 40_000)
+    monkeypatch.setattr(parser, "OCPP_BATCH", 1000)
+    monkeypatch.setattr(CaptureReader.__init__, "__defaults__", (1 << 16,))
+    seen: list[tuple[str, str]] = []
+
+    def setting(con, name):
+        return con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
+
+    stage, close = parser.tables.stage_ocpp, parser.close_frames
+    monkeypatch.setattr(
+        parser.tables,
+        "stage_ocpp",
+        lambda src, sink, f: (
+            seen.append(("stage", setting(sink.con, "checkpoint_threshold"))) or stage(src, sink, f)
+        ),
+    )
+    monkeypatch.setattr(
+        parser,
+        "close_frames",
+        lambda src, sink: (
+            seen.append(("close", setting(sink.con, "memory_limit"))) or close(src, sink)
+        ),
+    )
+    runs = {}
+    for budget in ("64GB", "64MB"):  # 64GB: above the case's limit, so not applied
+        monkeypatch.setattr(parser, "CLOSE_MEMORY", budget)
+        case = tmp_path / f"{budget}.duckdb"
+        con = store.connect(case)
+        before = [setting(con, n) for n in ("memory_limit", "checkpoint_threshold")]
+        parser.PcapParser().parse(Source(cap, cap.name), Sink(con, 1, set(store.table_names(con))))
+        assert [setting(con, n) for n in ("memory_limit", "checkpoint_threshold")] == before
+        con.close()
+        runs[budget] = case_rows(case)
+    # while packets are read: STAGING_CHECKPOINT (as DuckDB shows it); the rest at the end
+    stages = [v for k, v in seen if k == "stage"]
+    assert stages.count("14.9 GiB") >= 6 and set(stages) == {"14.9 GiB", "16.0 MiB"}
+    assert [v for k, v in seen if k == "close"] == ["488.2 MiB", "61.0 MiB"]
+    assert len(runs["64MB"]["ocpp_messages"]) > 4000
+    for t in CASE_TABLES:
+        assert runs["64MB"][t] == runs["64GB"][t], t

@@ -10,12 +10,23 @@ OCPP code path (`ocpp_frames.store_frames`).
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
+from contextlib import contextmanager
 
 import numpy as np
 
-from forensics.parsers.base import Magic, Parser, Sink, Source, read_ahead, register
+from forensics.parsers.base import (
+    Magic,
+    Parser,
+    Sink,
+    Source,
+    read_ahead,
+    register,
+    release_memory,
+)
+from forensics.parsers.ocpp_frames import close_frames
 from forensics.parsers.pcap import tables
 from forensics.parsers.pcap.decode import decode
 from forensics.parsers.pcap.dns import DnsLog
@@ -37,6 +48,8 @@ from forensics.parsers.pcap.websocket import (
 
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
 READ_AHEAD = True  # the next chunk read and decoded in a worker thread (read_ahead)
+CLOSE_MEMORY = "128MB"  # DuckDB memory_limit while the capture's OCPP frames are closed
+STAGING_CHECKPOINT = "16GB"  # DuckDB checkpoint_threshold while packets are read
 
 
 APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
@@ -263,11 +276,60 @@ class PcapParser(Parser):
             # the next chunk read, walked and decoded in a worker thread meanwhile; the heap
             # is trimmed after each chunk
             chunks = read_ahead(reader.chunks(), lambda c: (c, decode(c)), READ_AHEAD)
-            for chunk, pk in chunks:
-                src.accepted(len(chunk))
-                cap.feed(chunk, pk)
-                del chunk, pk
-                if len(cap.ocpp_ready) >= OCPP_BATCH:
-                    cap.ocpp_staged += tables.stage_ocpp(src, sink, cap.ocpp_ready)
-                    cap.ocpp_ready = OcppFrames()
-        tables.write(src, sink, cap, reader)
+            # No automatic checkpoint while OCPP frames are staged: it would load the whole
+            # stage back from the temp file to compress it (a spike of ~80MB per 340k frames)
+            with duckdb_setting(sink.con, "checkpoint_threshold", STAGING_CHECKPOINT):
+                for chunk, pk in chunks:
+                    src.accepted(len(chunk))
+                    cap.feed(chunk, pk)
+                    del chunk, pk
+                    if len(cap.ocpp_ready) >= OCPP_BATCH:
+                        cap.ocpp_staged += tables.stage_ocpp(src, sink, cap.ocpp_ready)
+                        cap.ocpp_ready = OcppFrames()
+        if tables.write(src, sink, cap, reader):
+            # The OCPP close is where a big capture's memory peaks: the flows' state goes
+            # first, and its working tables (a copy of every message per step) get a smaller
+            # DuckDB budget, beyond which DuckDB spills them to the case's temp file instead
+            # of holding them, so a long capture peaks near a short one.
+            del cap
+            _release_memory()
+            with duckdb_setting(sink.con, "memory_limit", CLOSE_MEMORY, lower_only=True):
+                close_frames(src, sink)
+
+
+def _release_memory() -> None:
+    """Hands freed heap back to the OS: glibc's (release_memory) and pyarrow's own pool
+    (mimalloc keeps what the Arrow tables of the writes used, ~25-30MB here)."""
+    import pyarrow as pa
+
+    release_memory()
+    pa.default_memory_pool().release_unused()
+
+
+@contextmanager
+def duckdb_setting(con, name: str, value: str, lower_only: bool = False):
+    """A DuckDB setting changed for the block, then set back to what it was; with
+    `lower_only` (sizes) it is never raised. memory_limit goes back to the case's setting
+    (DuckDB shows it rounded), as Sink.evict_cache sets it back."""
+    from forensics.store import memory_limit
+
+    was = con.execute("SELECT current_setting(?)", [name]).fetchone()[0]
+    if name == "memory_limit":
+        was = memory_limit()
+    if lower_only and _bytes(value) >= _bytes(was):
+        yield
+        return
+    con.execute(f"SET {name} = ?", [value])
+    try:
+        yield
+    finally:
+        con.execute(f"SET {name} = ?", [was])
+
+
+def _bytes(size: str) -> float:
+    """'512MB', '1.5 GiB', '128mb' -> bytes (DuckDB's units); unreadable -> infinity."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([kmgt]?)(i?)b?\s*", size.lower())
+    if not m:
+        return float("inf")
+    base = 1024 if m[3] else 1000
+    return float(m[1]) * base ** "_kmgt".index(m[2] or "_")

@@ -77,9 +77,10 @@ def inventory_ips(con) -> dict[str, str]:
     return {ip: cp for ip, cp, n in rows if n == 1}
 
 
-def write(src, sink, cap, reader) -> None:
-    """Writes tcp_flows, tls_handshakes, ws_sessions, dns_answers, capture_info, events and
-    the OCPP frames of the capture."""
+def write(src, sink, cap, reader) -> bool:
+    """Writes tcp_flows, tls_handshakes, ws_sessions, dns_answers, capture_info and events,
+    and stages the OCPP frames of the capture; True when frames were staged (the caller
+    closes them: ocpp_frames.close_frames)."""
     ft = cap.flows
     n = ft.n
     text_cache: dict[tuple[int, int], str] = {}
@@ -156,11 +157,7 @@ def write(src, sink, cap, reader) -> None:
         )
     if cap.dns.malformed:
         src.notes.append(f"{cap.dns.malformed} DNS responses could not be decoded")
-    staged = stage_ocpp(src, sink, ocpp)
-    if staged or cap.ocpp_staged:
-        from forensics.parsers.ocpp_frames import close_frames
-
-        close_frames(src, sink)
+    return bool(stage_ocpp(src, sink, ocpp) or cap.ocpp_staged)
 
 
 def stage_ocpp(src, sink, frames) -> int:
@@ -171,6 +168,9 @@ def stage_ocpp(src, sink, frames) -> int:
     from forensics.parsers.ocpp_frames import store_frames
 
     store_frames(src, sink, frames.table())
+    # the stage is a DuckDB temp table: held in memory up to memory_limit unless evicted
+    # (to the case's temp file), which would make RSS grow with the capture
+    sink.evict_cache()
     return len(frames)
 
 
