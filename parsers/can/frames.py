@@ -223,9 +223,6 @@ class CanWriter:
             if not final:
                 cut = frames.num_rows - frames.num_rows % ROW_GROUP_ROWS
                 frames, rest = frames.slice(0, cut), frames.slice(cut)
-            # one piece: DuckDB scans each Arrow batch in its own thread, and each thread
-            # ends in a partial row group (BLF's many small batches left 30 % of them so)
-            frames = frames.combine_chunks()
             self._pending = [rest] if rest is not None and rest.num_rows else []
             self._pending_rows = rest.num_rows if rest is not None else 0
             self.frames += frames.num_rows
@@ -355,7 +352,10 @@ def _insert_batch(sink: Sink, frames: pa.Table | None, errors: pa.Table | None) 
     """One writer-thread insert: the frames (their cached blocks evicted after, so the case
     is on disk, not in RAM: flat memory) and the error rows pooled with them."""
     if frames is not None:
-        sink.append("can_frame_store", frames)
+        # one piece (copied here, off the parser's thread): DuckDB scans each Arrow batch
+        # in its own thread, and each thread ends in a partial row group (BLF's many small
+        # batches left 30 % of them so)
+        sink.append("can_frame_store", frames.combine_chunks())
         sink.evict_cache()
     if errors is not None:
         sink.append("can_errors", errors)
