@@ -19,7 +19,7 @@ from forensics.parsers.base import AllOf, FirstLines, NameHint, Parser, Sink, So
 from forensics.parsers.can import timebase
 from forensics.parsers.can.candump import BadRecord
 from forensics.parsers.can.errorclass import ErrorInfo, decode_sja1000_ecc, decode_status_text
-from forensics.parsers.can.frames import BRS, ERR, ESI, EXT, FD, RTR, TX, CanWriter
+from forensics.parsers.can.frames import BRS, ERR, ESI, EXT, FD, RTR, TX, CanWriter, parse_line_log
 from forensics.parsers.can.schema import TABLES
 
 _SKIP_WORDS = ("date ", "base ", "internal events", "no internal events", "//", "end triggerblock")
@@ -225,14 +225,10 @@ class AscLog(Parser):
 
     def parse(self, src: Source, sink: Sink) -> None:
         """Fills can_frames/can_errors (ts UTC us) and the derived bus and module events."""
-        with CanWriter(src, sink, "asc", "line") as w:
-            st = AscState(src, w)
-            if (src.context.extra or {}).get("can_fast", True):
-                from forensics.parsers.can import fastpath_asc
+        parse_line_log(src, sink, "asc", AscState, _fastpath_asc)
 
-                fastpath_asc.parse_asc(src, st)
-            else:
-                for first, lines in src.lines():
-                    for i, line in enumerate(lines):
-                        st.feed(first + i, line)
-            w.finish()
+
+def _fastpath_asc(src: Source, st: AscState) -> None:
+    from forensics.parsers.can import fastpath_asc
+
+    fastpath_asc.parse_asc(src, st)

@@ -9,6 +9,7 @@ formats and its 1-based object number in binary ones; `can_logs.loc_unit` says w
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
@@ -346,6 +347,21 @@ class CanWriter:
         health.analyse(ctx)
         modules.analyse(ctx)
         dbc.decode_log(ctx)
+
+
+def parse_line_log(src: Source, sink: Sink, fmt: str, make_state: Callable, fast: Callable):
+    """A line-oriented log with a state machine per format (ASC, TRC): `fast(src, state)`
+    (the vectorised path) unless the manifest sets `can_fast = false`, else every line
+    through `state.feed`; then the per-file analyses."""
+    with CanWriter(src, sink, fmt, "line") as w:
+        st = make_state(src, w)
+        if (src.context.extra or {}).get("can_fast", True):
+            fast(src, st)
+        else:
+            for first, lines in src.lines():
+                for i, line in enumerate(lines):
+                    st.feed(first + i, line)
+        w.finish()
 
 
 def _insert_batch(sink: Sink, frames: pa.Table | None, errors: pa.Table | None) -> None:

@@ -20,7 +20,7 @@ from forensics.parsers.can.errorclass import (
     decode_peak_status,
     state_from_counters,
 )
-from forensics.parsers.can.frames import BRS, ERR, ESI, EXT, FD, RTR, TX, CanWriter
+from forensics.parsers.can.frames import BRS, ERR, ESI, EXT, FD, RTR, TX, CanWriter, parse_line_log
 from forensics.parsers.can.schema import TABLES
 
 FD_TYPES = {"FD": FD, "FB": FD | BRS, "FE": FD | ESI, "BI": FD | BRS | ESI}
@@ -214,14 +214,10 @@ class TrcLog(Parser):
 
     def parse(self, src: Source, sink: Sink) -> None:
         """Fills can_frames/can_errors (ts UTC us) and the derived bus and module events."""
-        with CanWriter(src, sink, "trc", "line") as w:
-            st = TrcState(src, w)
-            if (src.context.extra or {}).get("can_fast", True):
-                from forensics.parsers.can import fastpath_trc
+        parse_line_log(src, sink, "trc", TrcState, _fastpath_trc)
 
-                fastpath_trc.parse_trc(src, st)
-            else:
-                for first, lines in src.lines():
-                    for i, line in enumerate(lines):
-                        st.feed(first + i, line)
-            w.finish()
+
+def _fastpath_trc(src: Source, st: TrcState) -> None:
+    from forensics.parsers.can import fastpath_trc
+
+    fastpath_trc.parse_trc(src, st)
