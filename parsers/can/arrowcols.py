@@ -82,7 +82,7 @@ def error_table(
     """can_errors rows (ERRORS_SCHEMA): row i has decoded record infos[which[i]] (error
     frames repeat a few patterns, so each is decoded once and gathered)."""
     n = len(loc)
-    take = pa.array(np.asarray(which, dtype=np.int64))
+    take = numbers(which, np.int64, pa.int64())  # pa.array(ndarray) would import numpy.ma
 
     def col(get: Callable[[ErrorInfo], object], typ: pa.DataType) -> pa.Array:
         return pa.array([get(i) for i in infos], typ).take(take)
