@@ -1,7 +1,8 @@
 """Vectorised decode of link, IP and TCP/UDP headers for every packet of a chunk.
 
-No per-packet Python: each field is a numpy gather at computed offsets, guarded by masks
-so a short or malformed packet never reads outside its own bytes. Addresses come back as
+No per-packet Python: the native scanner (_pcapscan.c) decodes packet by packet in C; its
+reference, decode_numpy, gathers each field with numpy at computed offsets. Both guard
+every read with masks so a short or malformed packet never reads outside its own bytes. Addresses come back as
 two uint64 halves of a 16-byte address (IPv4 as ::ffff:a.b.c.d), which makes flow keys
 uniform across IPv4 and IPv6.
 """
@@ -15,6 +16,11 @@ import numpy as np
 
 from forensics.parsers.pcap.binary import gather_u8, gather_u16, gather_u32, overlapping
 from forensics.parsers.pcap.reader import Chunk
+
+try:  # parsers/pcap/_pcapscan.c, built at install; optional: numpy does the same
+    from forensics.parsers.pcap import _pcapscan
+except ImportError:
+    _pcapscan = None
 
 LINK_ETHERNET, LINK_NULL, LINK_LOOP, LINK_SLL, LINK_SLL2 = 1, 0, 108, 113, 276
 LINK_RAW = (101, 12, 14)
@@ -57,7 +63,43 @@ class Packets:
 
 
 def decode(chunk: Chunk) -> Packets:
-    """Decodes every packet of the chunk; see Packets for units."""
+    """Decodes every packet of the chunk; see Packets for units. The native decoder when
+    it is built (the same fields, without the GIL), else decode_numpy."""
+    if _pcapscan is None:
+        return decode_numpy(chunk)
+    n = len(chunk)
+    ints = np.empty((_pcapscan.N_INT, n), dtype=np.int64)
+    u64 = np.empty((_pcapscan.N_U64, n), dtype=np.uint64)
+    flags = np.empty((_pcapscan.N_BOOL, n), dtype=np.bool_)
+    cols = (np.ascontiguousarray(x, dtype=np.int64) for x in (chunk.data_off, chunk.caplen))
+    link = np.ascontiguousarray(chunk.linktype, dtype=np.int64)
+    _pcapscan.decode(chunk.buf, *cols, link, ints, u64, flags)
+    vlan, ip_ver, proto, sport, dport, seq, ack, tcp_flags, win, pay_off, pay_len = ints
+    return Packets(
+        chunk=chunk,
+        linkok=flags[0],
+        vlan=vlan,
+        ip_ver=ip_ver,
+        src_hi=u64[0],
+        src_lo=u64[1],
+        dst_hi=u64[2],
+        dst_lo=u64[3],
+        proto=proto,
+        frag=flags[1],
+        l4ok=flags[2],
+        sport=sport,
+        dport=dport,
+        seq=seq,
+        ack=ack,
+        flags=tcp_flags,
+        win=win,
+        pay_off=pay_off,
+        pay_len=pay_len,
+    )
+
+
+def decode_numpy(chunk: Chunk) -> Packets:
+    """decode() in numpy: the reference the native decoder is tested against."""
     a = np.frombuffer(chunk.buf, dtype=np.uint8)
     last = len(a) - 1
     n = len(chunk)

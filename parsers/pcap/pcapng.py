@@ -32,6 +32,11 @@ from forensics.parsers.pcap.reader import (
     Interface,
 )
 
+try:  # parsers/pcap/_pcapscan.c, built at install; optional: _EpbRun does the same
+    from forensics.parsers.pcap import _pcapscan
+except ImportError:
+    _pcapscan = None
+
 BOM = 0x1A2B3C4D
 OPT_IF_NAME, OPT_IF_TSRESOL, OPT_IF_TSOFFSET = 2, 9, 14
 MAX_TS_S = 253_402_300_799  # 9999-12-31 23:59:59 UTC: Python's datetime ends there
@@ -114,6 +119,17 @@ class _EpbRun:
         return (q << 2).tolist(), i << 2
 
 
+class _NativeRun:
+    """_EpbRun's walk in C (parsers/pcap/_pcapscan.c): the same blocks, without the GIL."""
+
+    def __init__(self, buf: bytes):
+        self.buf = buf
+
+    def run(self, off: int) -> tuple[list[int], int]:
+        offs, nxt = _pcapscan.epb_run(self.buf, off)
+        return np.frombuffer(offs, dtype=np.int64).tolist(), nxt
+
+
 def walk(r: CaptureReader) -> Iterator[Chunk]:
     """Walks all blocks of the stream; packet blocks become chunks."""
     off = 0
@@ -130,7 +146,7 @@ def walk(r: CaptureReader) -> Iterator[Chunk]:
         special: dict[int, int] = {}  # index in offs -> block type, for SPB / PB
         ap = offs.append
         stop = ""  # "" need more data, "corrupt", "section"
-        fast = _EpbRun(buf) if endian == NATIVE else None
+        fast = (_EpbRun if _pcapscan is None else _NativeRun)(buf) if endian == NATIVE else None
         while off + 12 <= n:
             if fast is not None and not off & 3:
                 got, off = fast.run(off)

@@ -1,0 +1,331 @@
+/* The two per-packet loops of the capture fast path that numpy can only do in many passes:
+ * the walk over a run of well-formed pcapng Enhanced Packet Blocks, and the decode of the
+ * link, IP and TCP/UDP headers of every packet of a chunk. Both are exact ports of the
+ * numpy code they stand in for (pcapng._EpbRun.run and decode.decode_numpy, which stay
+ * the reference and the fallback); tests/test_pcap_native.py checks native == numpy on
+ * real and damaged captures. Every read is checked against the buffer's length, and the
+ * loops run without the GIL, so the read-ahead thread no longer competes with the packet
+ * loop for it.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define BT_EPB 6u
+#define MAX_BLOCK (16u << 20)
+
+/* ------------------------------------------------------------------ EPB run */
+
+/* epb_run(buf, off) -> (offsets: bytearray of int64, next_off: int)
+ * From byte offset `off` (a multiple of 4), the offsets of consecutive blocks that are all
+ * good EPBs in the host's byte order (type 6, length a multiple of 4, 32..16 MiB, inside
+ * the buffer, trailer equal to the length, captured length fitting), and the offset of the
+ * first block that is not (left to the careful per-block walk). */
+static PyObject *epb_run(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    Py_ssize_t off;
+    if (!PyArg_ParseTuple(args, "y*n", &b, &off)) return NULL;
+    const unsigned char *p = b.buf;
+    Py_ssize_t n4 = b.len >> 2;
+    if (off < 0 || (off & 3) || off > b.len) {
+        PyBuffer_Release(&b);
+        PyErr_SetString(PyExc_ValueError, "offset outside the buffer or not 4-byte aligned");
+        return NULL;
+    }
+    Py_ssize_t cap = 1024, n = 0, i = off >> 2;
+    int64_t *out = PyMem_RawMalloc(cap * sizeof(int64_t));
+    if (!out) {
+        PyBuffer_Release(&b);
+        return PyErr_NoMemory();
+    }
+    int oom = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    for (;;) {
+        uint32_t bt, bl, trailer, caplen;
+        if (i + 8 > n4) break; /* a good EPB has at least 8 words */
+        memcpy(&bt, p + 4 * i, 4);
+        memcpy(&bl, p + 4 * i + 4, 4);
+        if (bt != BT_EPB || (bl & 3) || bl < 32 || bl > MAX_BLOCK) break;
+        Py_ssize_t j = i + (Py_ssize_t)(bl >> 2);
+        if (j > n4) break;
+        memcpy(&trailer, p + 4 * (j - 1), 4);
+        memcpy(&caplen, p + 4 * i + 20, 4);
+        if (trailer != bl || caplen > bl - 32) break;
+        if (n == cap) {
+            int64_t *grown = PyMem_RawRealloc(out, 2 * cap * sizeof(int64_t));
+            if (!grown) {
+                oom = 1;
+                break;
+            }
+            out = grown;
+            cap *= 2;
+        }
+        out[n++] = (int64_t)(4 * i);
+        i = j;
+    }
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&b);
+    if (oom) {
+        PyMem_RawFree(out);
+        return PyErr_NoMemory();
+    }
+    PyObject *arr = PyByteArray_FromStringAndSize((const char *)out, n * (Py_ssize_t)sizeof(int64_t));
+    PyMem_RawFree(out);
+    if (!arr) return NULL;
+    return Py_BuildValue("(Nn)", arr, 4 * i);
+}
+
+/* ------------------------------------------------------------------ header decode */
+
+enum { I_VLAN, I_IPVER, I_PROTO, I_SPORT, I_DPORT, I_SEQ, I_ACK, I_FLAGS, I_WIN, I_PAYOFF,
+       I_PAYLEN, N_INT };
+enum { U_SHI, U_SLO, U_DHI, U_DLO, N_U64 };
+enum { B_LINKOK, B_FRAG, B_L4OK, N_BOOL };
+
+#define LINK_ETHERNET 1
+#define LINK_NULL 0
+#define LINK_LOOP 108
+#define LINK_SLL 113
+#define LINK_SLL2 276
+#define ET_IPV4 0x0800
+#define ET_IPV6 0x86DD
+
+static inline int64_t u8(const unsigned char *a, int64_t o) { return a[o]; }
+static inline int64_t u16(const unsigned char *a, int64_t o) { return ((int64_t)a[o] << 8) | a[o + 1]; }
+static inline int64_t u32be(const unsigned char *a, int64_t o) {
+    return ((int64_t)a[o] << 24) | ((int64_t)a[o + 1] << 16) | ((int64_t)a[o + 2] << 8) | a[o + 3];
+}
+static inline int64_t u32le(const unsigned char *a, int64_t o) {
+    return ((int64_t)a[o + 3] << 24) | ((int64_t)a[o + 2] << 16) | ((int64_t)a[o + 1] << 8) | a[o];
+}
+static inline uint64_t u64be(const unsigned char *a, int64_t o) {
+    uint64_t v = 0;
+    for (int k = 0; k < 8; k++) v = (v << 8) | a[o + k];
+    return v;
+}
+
+/* One packet: bytes a[start:end] of the chunk (end <= buffer length, checked by the
+ * caller). Writes column k of the outputs; the same masks and order as decode_numpy. */
+static void decode_one(const unsigned char *a, int64_t start, int64_t end, int64_t caplen,
+                       int64_t link, int64_t *iv[N_INT], uint64_t *uv[N_U64], uint8_t *bv[N_BOOL],
+                       Py_ssize_t k) {
+    int64_t et = 0, l3 = start, vlan = -1;
+    int linkok = 0;
+    if (link == LINK_ETHERNET && caplen >= 14) {
+        et = u16(a, start + 12);
+        l3 = start + 14;
+        linkok = 1;
+        for (int t = 0; t < 2; t++) { /* 802.1Q / 802.1ad: up to two tags */
+            if ((et == 0x8100 || et == 0x88A8 || et == 0x9100) && l3 + 4 <= end) {
+                if (vlan < 0) vlan = u16(a, l3) & 0x0FFF;
+                et = u16(a, l3 + 2);
+                l3 += 4;
+            }
+        }
+    } else if (link == LINK_SLL && caplen >= 16) {
+        et = u16(a, start + 14);
+        l3 = start + 16;
+        linkok = 1;
+    } else if (link == LINK_SLL2 && caplen >= 20) {
+        et = u16(a, start);
+        l3 = start + 20;
+        linkok = 1;
+    } else if ((link == 101 || link == 12 || link == 14 || link == 228 || link == 229) &&
+               caplen >= 1) {
+        int64_t ver = u8(a, start) >> 4;
+        et = ver == 4 ? ET_IPV4 : ver == 6 ? ET_IPV6 : 0;
+        linkok = 1;
+    } else if ((link == LINK_NULL || link == LINK_LOOP) && caplen >= 4) {
+        /* BSD loopback: address family in the writer's byte order (NULL) or big-endian */
+        int64_t fam = link == LINK_LOOP ? u32be(a, start) : u32le(a, start);
+        if (fam > 0xFFFF) fam = u32be(a, start);
+        et = fam == 2 ? ET_IPV4 : (fam == 24 || fam == 28 || fam == 30) ? ET_IPV6 : 0;
+        l3 = start + 4;
+        linkok = 1;
+    }
+
+    int v4 = 0, v6 = 0, frag = 0, later = 0;
+    int64_t proto = -1, ip_end = end, l4 = l3, ihl = 0;
+    uint64_t shi = 0, slo = 0, dhi = 0, dlo = 0, s4 = 0, d4 = 0;
+    if (linkok && et == ET_IPV4 && l3 + 20 <= end) {
+        int64_t vhl = u8(a, l3);
+        ihl = (vhl & 0x0F) * 4;
+        v4 = (vhl >> 4) == 4 && ihl >= 20 && l3 + ihl <= end;
+    }
+    if (v4) {
+        int64_t tot = u16(a, l3 + 2), fr = u16(a, l3 + 6);
+        proto = u8(a, l3 + 9);
+        frag = (fr & 0x3FFF) != 0;
+        later = (fr & 0x1FFF) != 0;
+        s4 = (uint64_t)u32be(a, l3 + 12);
+        d4 = (uint64_t)u32be(a, l3 + 16);
+        int64_t len = tot > ihl ? tot : ihl;
+        ip_end = l3 + len < end ? l3 + len : end;
+        l4 = l3 + ihl;
+    }
+    if (linkok && et == ET_IPV6 && l3 + 40 <= end) v6 = (u8(a, l3) >> 4) == 6;
+    if (v6) {
+        int64_t plen = u16(a, l3 + 4), nh = u8(a, l3 + 6);
+        shi = u64be(a, l3 + 8);
+        slo = u64be(a, l3 + 16);
+        dhi = u64be(a, l3 + 24);
+        dlo = u64be(a, l3 + 32);
+        ip_end = l3 + 40 + plen < end ? l3 + 40 + plen : end;
+        int64_t p6 = l3 + 40;
+        for (int t = 0; t < 3; t++) { /* hop-by-hop, routing, destination options, fragment */
+            if ((nh == 0 || nh == 43 || nh == 60) && p6 + 8 <= end) {
+                int64_t nxt = u8(a, p6), hlen = (u8(a, p6 + 1) + 1) * 8;
+                nh = nxt;
+                p6 += hlen;
+            }
+            if (nh == 44 && p6 + 8 <= end) {
+                int64_t fo = u16(a, p6 + 2);
+                frag = 1;
+                if (fo & 0xFFF8) later = 1;
+                nh = u8(a, p6);
+                p6 += 8;
+            }
+        }
+        proto = nh;
+        l4 = p6;
+    } else {
+        slo = (0xFFFFull << 32) | s4;
+        dlo = (0xFFFFull << 32) | d4;
+    }
+
+    int ipok = (v4 || v6) && !later;
+    int tcp = ipok && proto == 6 && l4 + 20 <= ip_end;
+    int64_t doff = 0;
+    if (tcp) {
+        doff = (u8(a, l4 + 12) >> 4) * 4;
+        tcp = doff >= 20 && l4 + doff <= ip_end;
+    }
+    int udp = ipok && proto == 17 && l4 + 8 <= ip_end;
+    int l4ok = tcp || udp;
+    int64_t pay_off = tcp ? l4 + doff : udp ? l4 + 8 : ip_end;
+
+    iv[I_VLAN][k] = vlan;
+    iv[I_IPVER][k] = v4 ? 4 : v6 ? 6 : 0;
+    iv[I_PROTO][k] = proto;
+    iv[I_SPORT][k] = l4ok ? u16(a, l4) : 0;
+    iv[I_DPORT][k] = l4ok ? u16(a, l4 + 2) : 0;
+    iv[I_SEQ][k] = tcp ? u32be(a, l4 + 4) : 0;
+    iv[I_ACK][k] = tcp ? u32be(a, l4 + 8) : 0;
+    iv[I_FLAGS][k] = tcp ? u8(a, l4 + 13) : 0;
+    iv[I_WIN][k] = tcp ? u16(a, l4 + 14) : 0;
+    iv[I_PAYOFF][k] = pay_off;
+    iv[I_PAYLEN][k] = l4ok ? (ip_end - pay_off > 0 ? ip_end - pay_off : 0) : 0;
+    uv[U_SHI][k] = shi;
+    uv[U_SLO][k] = slo;
+    uv[U_DHI][k] = dhi;
+    uv[U_DLO][k] = dlo;
+    bv[B_LINKOK][k] = (uint8_t)linkok;
+    bv[B_FRAG][k] = (uint8_t)frag;
+    bv[B_L4OK][k] = (uint8_t)l4ok;
+}
+
+static int view(PyObject *o, Py_buffer *v, Py_ssize_t bytes, int writable, const char *what) {
+    if (PyObject_GetBuffer(o, v, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0)
+        return -1;
+    if (v->len != bytes) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd", what, v->len, bytes);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+/* decode(buf, data_off, caplen, linktype, ints, u64s, bools)
+ * data_off, caplen, linktype: int64[n]; ints: int64[N_INT, n], u64s: uint64[N_U64, n],
+ * bools: uint8[N_BOOL, n], filled in the row order of the enums above. A packet whose
+ * bytes would lie outside buf raises ValueError (the reader never makes one). */
+static PyObject *decode(PyObject *self, PyObject *args) {
+    PyObject *ob, *ooff, *ocap, *olink, *oi, *ou, *obool;
+    if (!PyArg_ParseTuple(args, "OOOOOOO", &ob, &ooff, &ocap, &olink, &oi, &ou, &obool))
+        return NULL;
+    Py_buffer b, off, cap, link, vi, vu, vb;
+    if (PyObject_GetBuffer(ob, &b, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(ooff, &off, PyBUF_C_CONTIGUOUS) < 0) goto e0;
+    Py_ssize_t n = off.len / (Py_ssize_t)sizeof(int64_t);
+    if (off.len != n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "data_off: not int64");
+        goto e1;
+    }
+    if (view(ocap, &cap, n * 8, 0, "caplen") < 0) goto e1;
+    if (view(olink, &link, n * 8, 0, "linktype") < 0) goto e2;
+    if (view(oi, &vi, (Py_ssize_t)N_INT * n * 8, 1, "ints") < 0) goto e3;
+    if (view(ou, &vu, (Py_ssize_t)N_U64 * n * 8, 1, "u64s") < 0) goto e4;
+    if (view(obool, &vb, (Py_ssize_t)N_BOOL * n, 1, "bools") < 0) goto e5;
+
+    const unsigned char *a = b.buf;
+    const int64_t *po = off.buf, *pc = cap.buf, *pl = link.buf;
+    int64_t *iv[N_INT];
+    uint64_t *uv[N_U64];
+    uint8_t *bv[N_BOOL];
+    for (int r = 0; r < N_INT; r++) iv[r] = (int64_t *)vi.buf + (Py_ssize_t)r * n;
+    for (int r = 0; r < N_U64; r++) uv[r] = (uint64_t *)vu.buf + (Py_ssize_t)r * n;
+    for (int r = 0; r < N_BOOL; r++) bv[r] = (uint8_t *)vb.buf + (Py_ssize_t)r * n;
+    Py_ssize_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t s = po[k], c = pc[k];
+        if (s < 0 || c < 0 || s > (int64_t)b.len || c > (int64_t)b.len - s) {
+            bad = k;
+            break;
+        }
+        decode_one(a, s, s + c, c, pl[k], iv, uv, bv, k);
+    }
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&vb);
+    PyBuffer_Release(&vu);
+    PyBuffer_Release(&vi);
+    PyBuffer_Release(&link);
+    PyBuffer_Release(&cap);
+    PyBuffer_Release(&off);
+    PyBuffer_Release(&b);
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "packet %zd lies outside the chunk's buffer", bad);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+e5:
+    PyBuffer_Release(&vu);
+e4:
+    PyBuffer_Release(&vi);
+e3:
+    PyBuffer_Release(&link);
+e2:
+    PyBuffer_Release(&cap);
+e1:
+    PyBuffer_Release(&off);
+e0:
+    PyBuffer_Release(&b);
+    return NULL;
+}
+
+static PyMethodDef methods[] = {
+    {"epb_run", epb_run, METH_VARARGS,
+     "epb_run(buf, off) -> (int64 offsets as bytearray, next offset): a run of good EPBs."},
+    {"decode", decode, METH_VARARGS,
+     "decode(buf, data_off, caplen, linktype, ints, u64s, bools): headers of every packet."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_pcapscan",
+    "Native pcapng EPB walk and packet header decode (see parsers/pcap/native.py).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__pcapscan(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (!m) return NULL;
+    if (PyModule_AddIntConstant(m, "N_INT", N_INT) < 0 ||
+        PyModule_AddIntConstant(m, "N_U64", N_U64) < 0 ||
+        PyModule_AddIntConstant(m, "N_BOOL", N_BOOL) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,175 @@
+"""The native scanner (parsers/pcap/_pcapscan.c) gives what the numpy code it stands in for
+gives: the pcapng EPB walk (pcapng._EpbRun) and the header decode (decode.decode_numpy),
+on every real capture here, on their damaged copies, and on fuzzed packets."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_pcap_reader import CAPTURES, FIX, block_offsets, raw
+
+from forensics.parsers.pcap import decode as dec
+from forensics.parsers.pcap import pcapng
+from forensics.parsers.pcap.reader import CaptureReader, Chunk
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_traces"
+SAMPLE_CAPTURES = sorted(SAMPLES.glob("pcap-*/*.pcap*"))
+LINKS = [0, 1, 12, 14, 101, 105, 108, 113, 228, 229, 276]
+
+
+def test_native_scanner_is_built():
+    assert dec._pcapscan is not None and pcapng._pcapscan is not None, (
+        "parsers/pcap/_pcapscan.c was not built: run scripts/setup "
+        "(or .venv/bin/python -m pip install -c constraints.txt --no-deps -e .)"
+    )
+
+
+def same_packets(chunk: Chunk) -> None:
+    native, ref = dec.decode(chunk), dec.decode_numpy(chunk)
+    for f in dataclasses.fields(dec.Packets):
+        if f.name == "chunk":
+            continue
+        a, b = getattr(native, f.name), getattr(ref, f.name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), f.name
+
+
+def chunks(data: bytes, read_bytes: int, monkeypatch=None, numpy_walk=False):
+    rejects = []
+    if numpy_walk:
+        monkeypatch.setattr(pcapng, "_pcapscan", None)
+    try:
+        r = CaptureReader(io.BytesIO(data), lambda *a: rejects.append(a), read_bytes=read_bytes)
+        out = list(r.chunks())
+    finally:
+        if numpy_walk:
+            monkeypatch.undo()
+    return out, rejects
+
+
+def walked(cs) -> list:
+    return [
+        (c.frame.tolist(), c.file_off.tolist(), c.data_off.tolist(), c.ts_us.tolist()) for c in cs
+    ]
+
+
+CAPTURE_BYTES = [pytest.param(lambda n=n: raw(n), id=n) for n in sorted(CAPTURES)] + [
+    pytest.param(lambda p=p: p.read_bytes(), id=p.parent.name + "/" + p.name)
+    for p in SAMPLE_CAPTURES
+]
+
+
+@pytest.mark.parametrize("get", CAPTURE_BYTES)
+@pytest.mark.parametrize("read_bytes", [600, 1 << 20])
+def test_real_captures_walk_and_decode_as_numpy(get, read_bytes, monkeypatch):
+    data = get()
+    native, rej_n = chunks(data, read_bytes)
+    ref, rej_r = chunks(data, read_bytes, monkeypatch, numpy_walk=True)
+    assert walked(native) == walked(ref) and rej_n == rej_r
+    assert sum(len(c) for c in native) > 0
+    for c in native:
+        same_packets(c)
+
+
+def _packets() -> list[tuple[int, bytes]]:
+    """(link type, bytes) of every packet of the fixture captures: seeds for the fuzz."""
+    out = []
+    for name in sorted(CAPTURES):
+        for c, _ in [chunks(raw(name), 1 << 20)]:
+            for ch in c:
+                for o, n, lt in zip(
+                    ch.data_off.tolist(), ch.caplen.tolist(), ch.linktype.tolist(), strict=True
+                ):
+                    out.append((lt, bytes(ch.buf[o : o + n])))
+    return out
+
+
+SEEDS = _packets()
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, len(SEEDS) - 1),
+            st.sampled_from([None, *LINKS]),  # None: the packet's own link type
+            st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
+            st.integers(0, 400),  # captured length cut
+        ),
+        min_size=1,
+        max_size=30,
+    ),
+    st.binary(max_size=8),
+)
+def test_fuzzed_packets_decode_as_numpy(specs, tail):
+    """Real packets with bytes overwritten (VLAN tags, IP versions, header lengths, IPv6
+    extension chains, TCP offsets all get hit), cut short, or read as another link type."""
+    buf, offs, caps, links = bytearray(16), [], [], []  # a record header comes first
+    for i, link, writes, cut in specs:
+        lt, pkt = SEEDS[i]
+        pkt = bytearray(pkt)
+        for pos, val in writes:
+            if pkt:
+                pkt[pos % len(pkt)] = val
+        pkt = pkt[: min(cut, len(pkt))]
+        offs.append(len(buf))
+        caps.append(len(pkt))
+        links.append(lt if link is None else link)
+        buf += pkt
+    buf += tail
+    n = len(offs)
+    i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    chunk = Chunk(bytes(buf), i64(offs), i64(caps), i64(caps), i64([0] * n), i64(links),
+                  i64(range(1, n + 1)), i64(offs))  # fmt: skip
+    same_packets(chunk)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(n for n in CAPTURES if ".pcapng" in n)),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=10),
+    st.integers(0, 3000),
+)
+def test_epb_run_on_damaged_bytes_as_numpy(name, flips, cut):
+    """From every block start and every 4-byte offset near the damage, the native run
+    takes the same blocks as _EpbRun and stops at the same place (and stays inside the
+    buffer, cut at any length)."""
+    data = bytearray(raw(name))
+    for pos, x in flips:
+        data[pos % len(data)] ^= x
+    data = bytes(data[: len(data) - cut])
+    starts = set(range(0, min(len(data), 4096), 4))
+    starts |= {p - p % 4 for p, _ in flips if p % len(data) < len(data)}
+    native, ref = pcapng._NativeRun(data), pcapng._EpbRun(data)
+    for off in sorted(s for s in starts if s <= len(data)):
+        assert native.run(off) == ref.run(off), off
+
+
+def test_damaged_fixture_walks_and_decodes_as_numpy(monkeypatch):
+    """A corrupt block in the middle and a cut end: same chunks, rejects and packets."""
+    data = bytearray(raw("multi_if.pcapng"))
+    at = block_offsets(bytes(data))[8]
+    data[at : at + 40] = b"\xee" * 40  # a block header and its start
+    data = bytes(data[:-7])
+    native, rej_n = chunks(data, 500)
+    ref, rej_r = chunks(data, 500, monkeypatch, numpy_walk=True)
+    assert walked(native) == walked(ref) and rej_n == rej_r and len(rej_n) >= 2
+    for c in native:
+        same_packets(c)
+
+
+def test_native_refuses_what_lies_outside_the_buffer():
+    i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    chunk = Chunk(b"\x00" * 40, i64([0, 30]), i64([20, 20]), i64([20, 20]), i64([0, 0]),
+                  i64([1, 1]), i64([1, 2]), i64([0, 30]))  # fmt: skip
+    with pytest.raises(ValueError, match="packet 1 lies outside"):
+        dec.decode(chunk)
+    with pytest.raises(ValueError, match="aligned"):
+        pcapng._NativeRun(raw("lo_tcp.pcapng")).run(2)
+    assert pcapng._NativeRun(b"\x06\x00\x00\x00" * 3).run(0) == ([], 0)
+    assert (FIX / "lo_tcp.pcapng").exists()
