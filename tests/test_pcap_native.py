@@ -1,6 +1,7 @@
-"""The native scanner (parsers/pcap/_pcapscan.c) gives what the numpy code it stands in for
-gives: the pcapng EPB walk (pcapng._EpbRun) and the header decode (decode.decode_numpy),
-on every real capture here, on their damaged copies, and on fuzzed packets."""
+"""The native scanner (parsers/pcap/_pcapscan.c) gives what the numpy/Python code it stands
+in for gives: the pcapng EPB walk (pcapng._EpbRun), the header decode (decode.decode_numpy)
+and the WebSocket text decode (websocket.single_text_frames' loop), on every real capture
+here, on their damaged copies, and on fuzzed packets and frames."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_pcap_fastpaths import frames
 from test_pcap_reader import CAPTURES, FIX, block_offsets, raw
 
 from forensics.parsers.pcap import decode as dec
-from forensics.parsers.pcap import pcapng
+from forensics.parsers.pcap import pcapng, websocket
 from forensics.parsers.pcap.reader import CaptureReader, Chunk
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_traces"
@@ -173,3 +175,27 @@ def test_native_refuses_what_lies_outside_the_buffer():
         pcapng._NativeRun(raw("lo_tcp.pcapng")).run(2)
     assert pcapng._NativeRun(b"\x06\x00\x00\x00" * 3).run(0) == ([], 0)
     assert (FIX / "lo_tcp.pcapng").exists()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(frames, st.integers(0, 400)), min_size=1, max_size=12))
+def test_websocket_texts_as_the_python_loop(segs):
+    """Whole text frames found in bulk (masked or not, any bytes: invalid UTF-8 becomes
+    U+FFFD) turn into the same str natively as in the Python loop."""
+    data = [f[:cut] if cut < len(f) and cut % 3 == 0 else f for f, cut in segs]
+    buf = b"".join(data)
+    off = np.cumsum([0] + [len(x) for x in data[:-1]]).astype(np.int64)
+    ln = np.array([len(x) for x in data], dtype=np.int64)
+    a = np.frombuffer(buf, dtype=np.uint8)
+    native = websocket.single_text_frames(a, off, ln)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(websocket, "_pcapscan", None)
+        assert native == websocket.single_text_frames(a, off, ln)
+
+
+def test_websocket_texts_refuse_what_lies_outside_the_buffer():
+    i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    with pytest.raises(ValueError, match="frame 1 lies outside"):
+        dec._pcapscan.texts(b"\x81\x02ok", i64([2, 2]), i64([4, 9]), i64([0, 0]))
+    with pytest.raises(ValueError, match="frame 0 lies outside"):
+        dec._pcapscan.texts(b"\x81\x82ok", i64([2]), i64([4]), i64([1]))  # no room for a key

@@ -5,7 +5,8 @@
  * the reference and the fallback); tests/test_pcap_native.py checks native == numpy on
  * real and damaged captures. Every read is checked against the buffer's length, and the
  * loops run without the GIL, so the read-ahead thread no longer competes with the packet
- * loop for it.
+ * loop for it. A third helper turns the payloads of WebSocket text frames found in bulk into
+ * str (websocket.single_text_frames), the per-frame step of the packet loop.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -23,6 +24,7 @@
  * the buffer, trailer equal to the length, captured length fitting), and the offset of the
  * first block that is not (left to the careful per-block walk). */
 static PyObject *epb_run(PyObject *self, PyObject *args) {
+    (void)self;
     Py_buffer b;
     Py_ssize_t off;
     if (!PyArg_ParseTuple(args, "y*n", &b, &off)) return NULL;
@@ -241,6 +243,7 @@ static int view(PyObject *o, Py_buffer *v, Py_ssize_t bytes, int writable, const
  * bools: uint8[N_BOOL, n], filled in the row order of the enums above. A packet whose
  * bytes would lie outside buf raises ValueError (the reader never makes one). */
 static PyObject *decode(PyObject *self, PyObject *args) {
+    (void)self;
     PyObject *ob, *ooff, *ocap, *olink, *oi, *ou, *obool;
     if (!PyArg_ParseTuple(args, "OOOOOOO", &ob, &ooff, &ocap, &olink, &oi, &ou, &obool))
         return NULL;
@@ -304,7 +307,81 @@ e0:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ WebSocket texts */
+
+/* texts(buf, start, end, masked) -> list[str]
+ * The text of each frame payload buf[start[i]:end[i]], unmasked with the 4 bytes before
+ * it where masked[i] (RFC 6455 5.3), decoded as UTF-8 with replacement characters: what
+ * websocket.single_text_frames makes of each one in Python. */
+static PyObject *texts(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ob, *os, *oe, *om;
+    if (!PyArg_ParseTuple(args, "OOOO", &ob, &os, &oe, &om)) return NULL;
+    Py_buffer b, vs, ve, vm;
+    if (PyObject_GetBuffer(ob, &b, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(os, &vs, PyBUF_C_CONTIGUOUS) < 0) goto f0;
+    Py_ssize_t n = vs.len / (Py_ssize_t)sizeof(int64_t);
+    if (vs.len != n * (Py_ssize_t)sizeof(int64_t)) {
+        PyErr_SetString(PyExc_ValueError, "start: not int64");
+        goto f1;
+    }
+    if (view(oe, &ve, n * 8, 0, "end") < 0) goto f1;
+    if (view(om, &vm, n * 8, 0, "masked") < 0) goto f2;
+    const unsigned char *a = b.buf;
+    const int64_t *ps = vs.buf, *pe = ve.buf, *pm = vm.buf;
+    PyObject *out = PyList_New(n);
+    char *scratch = NULL;
+    Py_ssize_t scap = 0;
+    if (!out) goto f3;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t s = ps[i], e = pe[i];
+        if (s < 0 || e < s || e > (int64_t)b.len || (pm[i] && s < 4)) {
+            PyErr_Format(PyExc_ValueError, "frame %zd lies outside the buffer", i);
+            goto fail;
+        }
+        Py_ssize_t len = (Py_ssize_t)(e - s);
+        const char *text = (const char *)a + s;
+        if (pm[i]) {
+            if (len > scap) {
+                char *grown = PyMem_Realloc(scratch, len);
+                if (!grown) {
+                    PyErr_NoMemory();
+                    goto fail;
+                }
+                scratch = grown;
+                scap = len;
+            }
+            const unsigned char *key = a + s - 4;
+            for (Py_ssize_t k = 0; k < len; k++) scratch[k] = (char)(a[s + k] ^ key[k & 3]);
+            text = scratch;
+        }
+        PyObject *str = PyUnicode_DecodeUTF8(text, len, "replace");
+        if (!str) goto fail;
+        PyList_SET_ITEM(out, i, str);
+    }
+    PyMem_Free(scratch);
+    PyBuffer_Release(&vm);
+    PyBuffer_Release(&ve);
+    PyBuffer_Release(&vs);
+    PyBuffer_Release(&b);
+    return out;
+fail:
+    PyMem_Free(scratch);
+    Py_DECREF(out);
+f3:
+    PyBuffer_Release(&vm);
+f2:
+    PyBuffer_Release(&ve);
+f1:
+    PyBuffer_Release(&vs);
+f0:
+    PyBuffer_Release(&b);
+    return NULL;
+}
+
 static PyMethodDef methods[] = {
+    {"texts", texts, METH_VARARGS,
+     "texts(buf, start, end, masked) -> [str]: WebSocket text payloads, unmasked, decoded."},
     {"epb_run", epb_run, METH_VARARGS,
      "epb_run(buf, off) -> (int64 offsets as bytearray, next offset): a run of good EPBs."},
     {"decode", decode, METH_VARARGS,

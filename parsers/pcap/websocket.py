@@ -20,6 +20,11 @@ import numpy as np
 
 from forensics.parsers.pcap.stream import Stream
 
+try:  # parsers/pcap/_pcapscan.c, built at install; optional: the Python loop does the same
+    from forensics.parsers.pcap import _pcapscan
+except ImportError:
+    _pcapscan = None
+
 MAX_HEADER = 16384
 METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ", b"CONNECT ")
 
@@ -306,7 +311,8 @@ class WsFlow:
 def single_text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> dict[int, str]:
     """Segments (payload at a[off : off + ln]) that hold exactly one complete unfragmented
     text frame (FIN, opcode 1, no RSV bits, length below 64 KiB), unmasked and decoded in
-    bulk: {position in off: text}. What `_frames_direct` would make of them, byte for byte."""
+    bulk: {position in off: text}. What `_frames_direct` would make of them, byte for byte.
+    The native scanner unmasks and decodes them when built; the loop below is its reference."""
     n_all = len(a)
     ok = ln >= 2
     if not ok.any():
@@ -326,6 +332,11 @@ def single_text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> dict[i
     if not len(pos):
         return {}
     start, end = o[pos] + hdr[pos], o[pos] + ln[pos]
+    if _pcapscan is not None:
+        got = _pcapscan.texts(
+            a, *(np.ascontiguousarray(x, np.int64) for x in (start, end, masked[pos]))
+        )
+        return dict(zip(pos.tolist(), got, strict=True))
     buf = a.data  # the chunk's bytes, sliced without a copy of the whole
     out = {}
     for p, s, e, m in zip(pos.tolist(), start.tolist(), end.tolist(), masked[pos].tolist(),
