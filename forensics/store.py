@@ -8,6 +8,7 @@ microsecond precision (the connection's TimeZone is pinned to UTC).
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from pathlib import Path
 
 import duckdb
@@ -157,15 +158,27 @@ def connect(path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnect
     if read_only:
         check_version(con, path)
         return con
-    con.execute(CORE_DDL)
-    for ddl in parser_tables().values():
-        con.execute(ddl)
-    rows = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall()
-    row = rows[0] if rows else None
-    if row is None:
-        con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
-    else:
-        check_version(con, path)
+    # one transaction: committed one by one, the ~30 statements cost a WAL sync each
+    # (0.13 s for a new case, against 0.035 s together)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        existing = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' "
+            "AND table_name = 'meta'"
+        ).fetchone()[0]
+        if existing:
+            check_version(con, path)  # before anything in an older case is changed
+        con.execute(CORE_DDL)
+        for ddl in parser_tables().values():
+            con.execute(ddl)
+        if not existing:
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [SCHEMA_VERSION])
+        con.execute("COMMIT")
+    except BaseException:
+        with suppress(duckdb.Error):
+            con.execute("ROLLBACK")
+        con.close()
+        raise
     return con
 
 

@@ -113,8 +113,15 @@ def test_store_refuses_other_schema_version(tmp_path):
     db = tmp_path / "c.duckdb"
     con = store.connect(db)
     con.execute("UPDATE meta SET value = '0' WHERE key = 'schema_version'")
+    con.execute("DROP TABLE can_logs")  # as if made before that table existed
     con.close()
     from forensics.errors import CaseError
 
     with pytest.raises(CaseError, match="schema version 0"):
         store.connect(db)
+    # refused before anything in it changed: the old case keeps its own tables
+    import duckdb
+
+    with duckdb.connect(str(db), read_only=True) as old:
+        names = {r[0] for r in old.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert "can_logs" not in names and "events" in names
