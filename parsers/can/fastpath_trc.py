@@ -61,9 +61,29 @@ def parse_trc(src: Source, st) -> None:
 
 
 def _parse_native(src: Source, st) -> None:
+    """Header lines (`;$...`) set the layout for the lines after them, so a chunk is
+    scanned ahead, in the read-ahead thread, with the layout known then; the main thread
+    uses that scan only if the layout is still the same when it gets there (headers come
+    first: in practice only the first chunk is scanned here)."""
     w = st.w
-    for first, data in read_ahead(src.line_chunks(textscan.CHUNK_BYTES)):
+
+    def layout() -> tuple[str, tuple[str, ...]]:
+        return st.version, tuple(st.columns or _DEFAULT_V2)
+
+    def prepare(piece: tuple[int, bytes]):
+        first, data = piece
         head = data.rfind(b";$")
+        version, cols = layout()
+        if head >= 0 or frame_regex(version, list(cols)) is None:
+            return first, data, head, None
+        return (
+            first,
+            data,
+            head,
+            ((version, cols), textscan.scan(first, data, "trc", "".join(cols))),
+        )
+
+    for first, data, head, ahead in read_ahead(src.line_chunks(textscan.CHUNK_BYTES), prepare):
         if head >= 0:  # header lines: the state they set holds for the lines after them
             cut = data.find(b"\n", head)
             cut = len(data) if cut < 0 else cut
@@ -73,12 +93,16 @@ def _parse_native(src: Source, st) -> None:
             first, data = first + len(lines), data[cut + 1 :]
             if not data:
                 continue
-        if frame_regex(st.version, st.columns) is None:
+        version, cols = layout()
+        if frame_regex(version, list(cols)) is None:
             for i, line in enumerate(src.decode_lines(data, first)):
                 st.feed(first + i, line)
             continue
-        sc = textscan.scan(first, data, "trc", "".join(st.columns or _DEFAULT_V2))
-        del data
+        if ahead is not None and ahead[0] == (version, cols):
+            sc = ahead[1]
+        else:
+            sc = textscan.scan(first, data, "trc", "".join(cols))
+        del data, ahead
         for line_no, line in sc.slow:
             st.feed(line_no, line)
         if len(sc.loc):
