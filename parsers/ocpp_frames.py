@@ -19,6 +19,7 @@ from forensics.parsers import _ocpp_schemas as schemas
 from forensics.parsers.base import Sink, Source, registered
 
 STAGE = "_ocpp_stage"
+PARSED = "_ocpp_parsed"
 # A year before this on a charger clock means an RTC that lost its time (1970, 2000 ...).
 SANE_YEAR = 2015
 BACKWARDS_TOLERANCE_S = 2
@@ -34,7 +35,10 @@ def store_frames(src: Source, sink: Sink, table: pa.Table) -> None:
         table = table.append_column("ocpp_version", pa.nulls(table.num_rows, pa.string()))
     # seq is the order of the frames as given; numbered here because SQL row order is not
     # kept (preserve_insertion_order is off for memory).
-    start = con.execute(f"SELECT coalesce(max(seq) + 1, 0) FROM {STAGE}").fetchall()[0][0]
+    last = f"SELECT max(seq) FROM {STAGE}"
+    if _temp_exists(con, PARSED):  # frames parsed early (parse_staged) keep their numbers
+        last = f"SELECT greatest(({last}), (SELECT max(seq) FROM {PARSED}))"
+    start = con.execute(f"SELECT coalesce(({last}) + 1, 0)").fetchall()[0][0]
     table = table.append_column("seq", pa.array(range(start, start + table.num_rows), pa.int64()))
     with registered(con, "_frames_in", table):
         con.execute(
@@ -70,10 +74,7 @@ def _create_stage(con) -> None:
 def close_frames(src: Source, sink: Sink) -> int:
     """Validates, pairs and writes the staged frames of this file; returns messages stored."""
     con = sink.con
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [STAGE]
-    ).fetchone()[0]
-    if not exists:
+    if not (_temp_exists(con, STAGE) or _temp_exists(con, PARSED)):
         return 0
     try:
         return _close(src, sink, con)
@@ -84,9 +85,34 @@ def close_frames(src: Source, sink: Sink) -> int:
                 con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
-def _close(src: Source, sink: Sink, con) -> int:
-    con.execute(_PARSE_SQL)
+def parse_staged(sink: Sink) -> None:
+    """Parses the frames staged so far (the first step of close_frames; per frame, so the
+    result is the same whenever it runs): a parser may call it between batches, e.g. from
+    a worker thread while it reads on; close_frames then parses only the rest."""
+    if _temp_exists(sink.con, STAGE):
+        _parse(sink.con)
+
+
+def _parse(con) -> None:
+    """Staged frames -> _ocpp_parsed (appended to frames parsed earlier); the stage goes."""
+    if _temp_exists(con, PARSED):
+        con.execute(f"INSERT INTO {PARSED} {_PARSE_SELECT}")
+    else:
+        con.execute(f"CREATE TEMP TABLE {PARSED} AS {_PARSE_SELECT}")
     con.execute(f"DROP TABLE {STAGE}")  # each step frees the one before: bounded memory
+
+
+def _temp_exists(con, name: str) -> bool:
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE temporary AND table_name = ?", [name]
+        ).fetchone()[0]
+    )
+
+
+def _close(src: Source, sink: Sink, con) -> int:
+    if _temp_exists(con, STAGE):
+        _parse(con)
     bad = con.execute(
         """SELECT locator, reject, left(frame, 80), reject_detail FROM _ocpp_parsed
            WHERE reject IS NOT NULL ORDER BY seq"""
@@ -219,8 +245,7 @@ _SHAPE = """
 
 # The frame text is parsed once: all six positions in one multi-path extraction (a sixth
 # element means too many), then only the small elements are looked at.
-_PARSE_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _ocpp_parsed AS
+_PARSE_SELECT = f"""
 WITH t AS (
   SELECT *, try(json_extract(frame, ['$[0]', '$[1]', '$[2]', '$[3]', '$[4]', '$[5]'])) AS x
   FROM {STAGE}

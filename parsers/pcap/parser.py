@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
@@ -278,14 +279,18 @@ class PcapParser(Parser):
             chunks = read_ahead(reader.chunks(), lambda c: (c, decode(c)), READ_AHEAD)
             # No automatic checkpoint while OCPP frames are staged: it would load the whole
             # stage back from the temp file to compress it (a spike of ~80MB per 340k frames)
-            with duckdb_setting(sink.con, "checkpoint_threshold", STAGING_CHECKPOINT):
+            with (
+                duckdb_setting(sink.con, "checkpoint_threshold", STAGING_CHECKPOINT),
+                _Stager(src, sink, READ_AHEAD) as stager,
+            ):
                 for chunk, pk in chunks:
                     src.accepted(len(chunk))
                     cap.feed(chunk, pk)
                     del chunk, pk
                     if len(cap.ocpp_ready) >= OCPP_BATCH:
-                        cap.ocpp_staged += tables.stage_ocpp(src, sink, cap.ocpp_ready)
+                        stager.add(cap.ocpp_ready)
                         cap.ocpp_ready = OcppFrames()
+            cap.ocpp_staged = stager.staged
         if tables.write(src, sink, cap, reader):
             # The OCPP close is where a big capture's memory peaks: the flows' state goes
             # first, and its working tables (a copy of every message per step) get a smaller
@@ -295,6 +300,46 @@ class PcapParser(Parser):
             _release_memory()
             with duckdb_setting(sink.con, "memory_limit", CLOSE_MEMORY, lower_only=True):
                 close_frames(src, sink)
+
+
+class _Stager:
+    """Stages batches of OCPP frames and parses them (the first step of the OCPP close) in a
+    worker thread while the packets are read on: DuckDB runs without the GIL. One batch in
+    flight; the connection is the worker's until the batch is done (the packet loop does
+    not use it). Errors reach the caller at the next batch or at the end."""
+
+    def __init__(self, src: Source, sink: Sink, threaded: bool):
+        self.src, self.sink, self.staged = src, sink, 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ocpp-stage") if threaded else None
+        self._job = None
+
+    def add(self, frames: OcppFrames) -> None:
+        self._wait()
+        if self._pool is None:
+            self._stage(frames)
+        else:
+            self._job = self._pool.submit(self._stage, frames)
+
+    def _stage(self, frames: OcppFrames) -> None:
+        self.staged += tables.stage_ocpp(self.src, self.sink, frames, parse=True)
+
+    def _wait(self) -> None:
+        job, self._job = self._job, None
+        if job is not None:
+            job.result()
+
+    def __enter__(self) -> _Stager:
+        return self
+
+    def __exit__(self, etype, *_) -> None:
+        try:
+            if etype is None:
+                self._wait()
+            elif self._job is not None:
+                self._job.exception()  # done before the caller cleans up; the first error wins
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
 
 
 def _release_memory() -> None:

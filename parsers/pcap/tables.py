@@ -160,14 +160,16 @@ def write(src, sink, cap, reader) -> bool:
     return bool(stage_ocpp(src, sink, ocpp) or cap.ocpp_staged)
 
 
-def stage_ocpp(src, sink, frames) -> int:
+def stage_ocpp(src, sink, frames, parse: bool = False) -> int:
     """Hands OCPP frames (websocket.OcppFrames) to the one OCPP code path (validated and
-    paired at close)."""
+    paired at close); with `parse`, the frames staged so far are parsed now as well."""
     if not len(frames):
         return 0
-    from forensics.parsers.ocpp_frames import store_frames
+    from forensics.parsers.ocpp_frames import parse_staged, store_frames
 
     store_frames(src, sink, frames.table())
+    if parse:
+        parse_staged(sink)
     # the stage is a DuckDB temp table: held in memory up to memory_limit unless evicted
     # (to the case's temp file), which would make RSS grow with the capture
     sink.evict_cache()
