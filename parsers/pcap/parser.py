@@ -275,8 +275,8 @@ class PcapParser(Parser):
                 src.reject("offset 0", "pcap.not_a_capture", b"", str(exc))
                 return
             # the next chunk read, walked and decoded in a worker thread meanwhile; the heap
-            # is trimmed after each chunk
-            chunks = read_ahead(reader.chunks(), lambda c: (c, decode(c)), READ_AHEAD)
+            # is trimmed before the OCPP close, not after each chunk (see read_ahead)
+            chunks = read_ahead(reader.chunks(), lambda c: (c, decode(c)), READ_AHEAD, trim=False)
             # No automatic checkpoint while OCPP frames are staged: it would load the whole
             # stage back from the temp file to compress it (a spike of ~80MB per 340k frames)
             with (
