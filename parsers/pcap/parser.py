@@ -216,26 +216,25 @@ class Capture:
             return None
         pos = np.flatnonzero(taken)
         by_flow = pos[np.argsort(inv[pos], kind="stable")]
-        gl, dl, nl = g[by_flow].tolist(), d[by_flow].tolist(), n[by_flow].tolist()
-        fl, tl, pl = frames[by_flow].tolist(), tss[by_flow].tolist(), by_flow.tolist()
-        i, end, firsts = 0, len(pl), []
-        while i < end:
-            gg, j = gl[i], i
-            while j < end and gl[j] == gg:
-                j += 1
-            h = self.handlers[gg]
-            msgs = [(dl[x], fl[x], tl[x], texts[pl[x]]) for x in range(i, j)]
-            h.messages.extend(msgs)
-            c2s = dl[i:j].count(0)
-            h.counts["c2s"] += c2s
-            h.counts["s2c"] += (j - i) - c2s
+        gs, ds, ns = g[by_flow], d[by_flow], n[by_flow]
+        starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])  # each flow's run
+        ends = np.r_[starts[1:], len(gs)].tolist()
+        c2s_n = np.add.reduceat((ds == 0).astype(np.int64), starts).tolist()
+        used = [np.add.reduceat(ns * (ds == dd), starts).tolist() for dd in (0, 1)]
+        gl, dl, pl = gs.tolist(), ds.tolist(), by_flow.tolist()
+        fl, tl = frames[by_flow].tolist(), tss[by_flow].tolist()
+        tx = [texts[p] for p in pl]
+        firsts = []
+        for k, (i, j) in enumerate(zip(starts.tolist(), ends, strict=True)):
+            h = self.handlers[gl[i]]
+            h.messages.extend(zip(dl[i:j], fl[i:j], tl[i:j], tx[i:j], strict=True))
+            h.counts["c2s"] += c2s_n[k]
+            h.counts["s2c"] += (j - i) - c2s_n[k]
             for dd in (0, 1):
-                used = sum(nl[x] for x in range(i, j) if dl[x] == dd)
-                if used:
-                    h.streams[dd].next += used
-                    h.streams[dd].consumed += used
-            firsts.append((pl[i], gg))
-            i = j
+                if used[dd][k]:
+                    h.streams[dd].next += used[dd][k]
+                    h.streams[dd].consumed += used[dd][k]
+            firsts.append((pl[i], gl[i]))
         return taken, firsts
 
     def _take_ocpp(self) -> None:
