@@ -17,7 +17,7 @@ from test_pcap_fastpaths import frames
 from test_pcap_reader import CAPTURES, FIX, block_offsets, raw
 
 from forensics.parsers.pcap import decode as dec
-from forensics.parsers.pcap import pcapng, websocket
+from forensics.parsers.pcap import pcapng, tcp, websocket
 from forensics.parsers.pcap.reader import CaptureReader, Chunk
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_traces"
@@ -199,3 +199,100 @@ def test_websocket_texts_refuse_what_lies_outside_the_buffer():
         dec._pcapscan.texts(b"\x81\x02ok", i64([2, 2]), i64([4, 9]), i64([0, 0]))
     with pytest.raises(ValueError, match="frame 0 lies outside"):
         dec._pcapscan.texts(b"\x81\x82ok", i64([2]), i64([4]), i64([1]))  # no room for a key
+
+
+def flow_state(ft: tcp.FlowTable) -> dict:
+    return {k: v[: ft.n].tolist() for k, v in vars(ft).items() if isinstance(v, np.ndarray)} | {
+        "n": ft.n
+    }
+
+
+def fold_both(packet_chunks, monkeypatch) -> tuple[dict, dict]:
+    out = []
+    for native in (True, False):
+        with monkeypatch.context() as m:
+            if not native:
+                m.setattr(tcp, "_pcapscan", None)
+            ft = tcp.FlowTable(capacity=4)  # grown while folding, as on long captures
+            for pk in packet_chunks:
+                ft.update(pk)
+            out.append(flow_state(ft))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize("get", CAPTURE_BYTES)
+def test_real_captures_fold_tcp_state_as_numpy(get, monkeypatch):
+    cs, _ = chunks(get(), 900)
+    native, ref = fold_both([dec.decode(c) for c in cs], monkeypatch)
+    assert native == ref
+
+
+def synthetic(rows, cut: int) -> list:
+    """Packets objects of TCP segments between a few endpoints: (client?, flow, flags,
+    seq, ack, window, payload length) per row; cut in two chunks at `cut`."""
+    n = len(rows)
+    i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    frames = i64(range(1, n + 1))
+    chunk = Chunk(b"", i64([0] * n), i64([60] * n), i64([60] * n), frames * 1000, i64([1] * n),
+                  frames, i64([0] * n))  # fmt: skip
+    c_port = i64([40000 + r[1] for r in rows])
+    c_side = np.array([r[0] for r in rows])
+    u = lambda x: np.asarray(x, dtype=np.uint64)  # noqa: E731
+    cip, sip = u([0xFFFF0A000001] * n), u([0xFFFF0A000002] * n)
+    pk = dec.Packets(
+        chunk=chunk, linkok=np.ones(n, bool), vlan=i64([-1] * n), ip_ver=i64([4] * n),
+        src_hi=u([0] * n), src_lo=np.where(c_side, cip, sip), dst_hi=u([0] * n),
+        dst_lo=np.where(c_side, sip, cip), proto=i64([6] * n), frag=np.zeros(n, bool),
+        l4ok=np.ones(n, bool), sport=np.where(c_side, c_port, 443),
+        dport=np.where(c_side, 443, c_port), seq=i64([r[3] for r in rows]),
+        ack=i64([r[4] for r in rows]), flags=i64([r[2] for r in rows]),
+        win=i64([r[5] for r in rows]), pay_off=i64([0] * n), pay_len=i64([r[6] for r in rows]),
+    )  # fmt: skip
+    parts = []
+    for a, b in ((0, cut), (cut, n)):
+        if b > a:
+            sel = slice(a, b)
+            sub = Chunk(b"", *(x[sel] for x in (chunk.data_off, chunk.caplen, chunk.origlen,
+                        chunk.ts_us, chunk.linktype, chunk.frame, chunk.file_off)))  # fmt: skip
+            parts.append(dec.Packets(sub, *(getattr(pk, f.name)[sel] for f in
+                                            dataclasses.fields(dec.Packets)[1:])))  # fmt: skip
+    return parts
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(0, 3),  # flow
+            st.sampled_from([2, 18, 16, 24, 17, 4, 20, 1, 0, 25, 3, 255]),  # SYN, SYN-ACK, ...
+            st.integers(0, 4000) | st.sampled_from([0, 2**32 - 1, 2**31]),
+            st.sampled_from([0, 1, 100, 2**32 - 1]),
+            st.sampled_from([0, 1, 512, 65535]),
+            st.sampled_from([0, 0, 1, 100, 1460]),
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(0, 60),
+)
+def test_synthetic_segments_fold_as_numpy(rows, cut):
+    """Retransmissions, keep-alives, duplicate ACKs, zero windows, sequence wrap, flags in
+    any combination, flows and directions interleaved, state carried across a chunk cut."""
+    with pytest.MonkeyPatch.context() as mp:
+        native, ref = fold_both(synthetic(rows, cut), mp)
+    assert native == ref
+
+
+def test_fold_refuses_flows_beyond_the_table():
+    ft = tcp.FlowTable(capacity=4)
+    ft.n = 2
+    state = tuple(getattr(ft, name) for name in tcp._STATE)
+    packets = np.zeros((dec._pcapscan.N_PKT, 1), dtype=np.int64)
+    packets[0, 0] = 2  # flow 2 of 2
+    with pytest.raises(ValueError, match="packet 0 names no flow"):
+        dec._pcapscan.fold(
+            packets, state, ft.last_frame, ft.last_ts, ft.hist_frame, ft.hist_ts, ft.n
+        )
+    with pytest.raises(ValueError, match="beyond"):
+        dec._pcapscan.fold(packets, state, ft.last_frame, ft.last_ts, ft.hist_frame, ft.hist_ts, 5)

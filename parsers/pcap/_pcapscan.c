@@ -307,6 +307,126 @@ e0:
     return NULL;
 }
 
+/* ------------------------------------------------------------------ TCP flow state */
+
+#define F_FIN 1
+#define F_SYN 2
+#define F_RST 4
+#define F_ACK 16
+#define N_LETTERS 8 /* tcp.LETTERS "SHADFRTW" */
+
+enum { P_GID, P_DIR, P_FLAGS, P_PLEN, P_FRAME, P_TS, P_SEQ, P_ACK, P_WIN, N_PKT };
+enum { S_PKTS, S_BYTES, S_SYN, S_FIN, S_RST, S_RETRANS, S_DUPACK, S_ZEROWIN, S_ISN, S_MAXEND,
+       S_LASTACK, S_LASTWIN, N_STATE };
+
+/* fold(packets, state, last_frame, last_ts, hist_frame, hist_ts, n_flows)
+ * packets: int64[N_PKT, n] (TCP packets of a chunk in frame order: flow id, direction,
+ * flags, payload length, frame, ts, seq, ack, window); state: N_STATE int64 arrays of
+ * shape (cap, 2) in the enum's order; last_frame, last_ts: int64[cap]; hist_frame,
+ * hist_ts: int64[cap, 2, 8]. Folds packet after packet what tcp.FlowTable._fold_numpy
+ * computes with sorts and segmented maxima (its reference). */
+static PyObject *fold(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *opk, *ostate, *olf, *olt, *ohf, *oht;
+    Py_ssize_t nflows;
+    if (!PyArg_ParseTuple(args, "OOOOOOn", &opk, &ostate, &olf, &olt, &ohf, &oht, &nflows))
+        return NULL;
+    if (!PyTuple_Check(ostate) || PyTuple_GET_SIZE(ostate) != N_STATE) {
+        PyErr_SetString(PyExc_ValueError, "state: a tuple of the flow arrays");
+        return NULL;
+    }
+    Py_buffer pk, st[N_STATE], lf, lt, hf, ht;
+    int got = 0, ok = 0;
+    if (PyObject_GetBuffer(opk, &pk, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_ssize_t n = pk.len / (Py_ssize_t)(N_PKT * sizeof(int64_t));
+    if (pk.len != n * (Py_ssize_t)(N_PKT * sizeof(int64_t))) {
+        PyErr_SetString(PyExc_ValueError, "packets: not int64[9, n]");
+        PyBuffer_Release(&pk);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(olf, &lf, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) goto r0;
+    Py_ssize_t cap = lf.len / 8;
+    if (nflows < 0 || nflows > cap) {
+        PyErr_SetString(PyExc_ValueError, "n_flows beyond the arrays");
+        goto r1;
+    }
+    if (view(olt, &lt, cap * 8, 1, "last_ts") < 0) goto r1;
+    if (view(ohf, &hf, cap * 2 * N_LETTERS * 8, 1, "hist_frame") < 0) goto r2;
+    if (view(oht, &ht, cap * 2 * N_LETTERS * 8, 1, "hist_ts") < 0) goto r3;
+    for (; got < N_STATE; got++)
+        if (view(PyTuple_GET_ITEM(ostate, got), &st[got], cap * 2 * 8, 1, "state") < 0) goto r4;
+    const int64_t *P = pk.buf;
+    int64_t *S[N_STATE];
+    for (int r = 0; r < N_STATE; r++) S[r] = st[r].buf;
+    int64_t *LF = lf.buf, *LT = lt.buf, *HF = hf.buf, *HT = ht.buf;
+    Py_ssize_t bad = -1;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t g = P[P_GID * n + k], d = P[P_DIR * n + k], f = P[P_FLAGS * n + k];
+        int64_t plen = P[P_PLEN * n + k], frame = P[P_FRAME * n + k], ts = P[P_TS * n + k];
+        int64_t seq = P[P_SEQ * n + k], ack = P[P_ACK * n + k], win = P[P_WIN * n + k];
+        if (g < 0 || g >= nflows || (d != 0 && d != 1)) {
+            bad = k;
+            break;
+        }
+        Py_ssize_t i = 2 * g + d;
+        int syn = (f & F_SYN) != 0, fin = (f & F_FIN) != 0, rst = (f & F_RST) != 0;
+        int ackf = (f & F_ACK) != 0, ctl = (f & (F_SYN | F_FIN | F_RST)) != 0;
+        S[S_PKTS][i] += 1;
+        S[S_BYTES][i] += plen;
+        S[S_SYN][i] += syn;
+        S[S_FIN][i] += fin;
+        S[S_RST][i] += rst;
+        if (frame > LF[g]) LF[g] = frame;
+        if (ts > LT[g]) LT[g] = ts;
+        if (S[S_ISN][i] < 0) S[S_ISN][i] = seq;
+        int64_t rel = (seq - S[S_ISN][i]) % 4294967296LL;
+        if (rel < 0) rel += 4294967296LL;
+        int64_t seg = plen + syn + fin, end = rel + seg;
+        /* retransmission: ends at or below the highest end seen before in this direction */
+        int64_t prior = S[S_MAXEND][i];
+        int keepalive = seg <= 1 && !syn && !fin && end == prior;
+        int retr = seg > 0 && end <= prior && !keepalive;
+        int64_t val = seg > 0 ? end : 0;
+        if (val > prior) S[S_MAXEND][i] = val;
+        /* duplicate ACK: no payload, no SYN/FIN/RST, same ack and window as before, window > 0 */
+        int pure = plen == 0 && !ctl && ackf;
+        int dup = pure && ack == S[S_LASTACK][i] && win == S[S_LASTWIN][i] && win > 0;
+        S[S_LASTACK][i] = ack;
+        S[S_LASTWIN][i] = win;
+        int zwin = win == 0 && !ctl;
+        S[S_RETRANS][i] += retr;
+        S[S_DUPACK][i] += dup;
+        S[S_ZEROWIN][i] += zwin;
+        int letters[N_LETTERS] = {syn && !ackf, syn && ackf, pure, plen > 0, fin, rst, retr, zwin};
+        for (int li = 0; li < N_LETTERS; li++) {
+            Py_ssize_t h = (2 * g + d) * N_LETTERS + li;
+            if (letters[li] && HF[h] == 0) {
+                HF[h] = frame;
+                HT[h] = ts;
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    if (bad >= 0)
+        PyErr_Format(PyExc_ValueError, "packet %zd names no flow or direction", bad);
+    else
+        ok = 1;
+r4:
+    for (int r = 0; r < got; r++) PyBuffer_Release(&st[r]);
+    PyBuffer_Release(&ht);
+r3:
+    PyBuffer_Release(&hf);
+r2:
+    PyBuffer_Release(&lt);
+r1:
+    PyBuffer_Release(&lf);
+r0:
+    PyBuffer_Release(&pk);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 /* ------------------------------------------------------------------ WebSocket texts */
 
 /* texts(buf, start, end, masked) -> list[str]
@@ -380,6 +500,8 @@ f0:
 }
 
 static PyMethodDef methods[] = {
+    {"fold", fold, METH_VARARGS,
+     "fold(packets, state, last_frame, last_ts, hist_frame, hist_ts, n_flows): TCP state."},
     {"texts", texts, METH_VARARGS,
      "texts(buf, start, end, masked) -> [str]: WebSocket text payloads, unmasked, decoded."},
     {"epb_run", epb_run, METH_VARARGS,
@@ -400,7 +522,8 @@ PyMODINIT_FUNC PyInit__pcapscan(void) {
     if (!m) return NULL;
     if (PyModule_AddIntConstant(m, "N_INT", N_INT) < 0 ||
         PyModule_AddIntConstant(m, "N_U64", N_U64) < 0 ||
-        PyModule_AddIntConstant(m, "N_BOOL", N_BOOL) < 0) {
+        PyModule_AddIntConstant(m, "N_BOOL", N_BOOL) < 0 ||
+        PyModule_AddIntConstant(m, "N_PKT", N_PKT) < 0) {
         Py_DECREF(m);
         return NULL;
     }

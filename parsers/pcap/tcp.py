@@ -14,6 +14,11 @@ import numpy as np
 
 from forensics.parsers.pcap.decode import PROTO_TCP, Packets
 
+try:  # parsers/pcap/_pcapscan.c, built at install; optional: numpy does the same
+    from forensics.parsers.pcap import _pcapscan
+except ImportError:
+    _pcapscan = None
+
 FIN, SYN, RST, PSH, ACK = 1, 2, 4, 8, 16
 # Zeek's conn history letters, in the order of the hist arrays' last axis.
 LETTERS = "SHADFRTW"
@@ -150,6 +155,18 @@ class FlowTable:
         return g
 
     def _fold(self, pk: Packets, idx, gid, d) -> None:
+        """Folds the chunk's TCP packets (idx, in frame order) into the flows' state: the
+        native scanner packet after packet when built, else _fold_numpy (its reference)."""
+        if _pcapscan is None:
+            self._fold_numpy(pk, idx, gid, d)
+            return
+        cols = (gid, d, pk.flags[idx], pk.pay_len[idx], pk.chunk.frame[idx], pk.chunk.ts_us[idx],
+                pk.seq[idx], pk.ack[idx], pk.win[idx])  # fmt: skip
+        state = tuple(getattr(self, name) for name in _STATE)
+        _pcapscan.fold(np.stack(cols).astype(np.int64, copy=False), state, self.last_frame,
+                       self.last_ts, self.hist_frame, self.hist_ts, self.n)  # fmt: skip
+
+    def _fold_numpy(self, pk: Packets, idx, gid, d) -> None:
         f = pk.flags[idx]
         plen = pk.pay_len[idx]
         frame = pk.chunk.frame[idx]
@@ -264,6 +281,10 @@ class FlowTable:
         steps.sort()
         return "".join(LETTERS[li] if d == 0 else LETTERS[li].lower() for _, d, li in steps)
 
+
+# per (flow, direction) arrays in the order the native fold takes them
+_STATE = ("pkts", "bytes", "syn", "fin", "rst", "retrans", "dupack", "zerowin", "isn", "max_end",
+          "last_ack", "last_win")  # fmt: skip
 
 _MIX = np.array(
     [0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9, 0xD6E8FEB86659FD93,
