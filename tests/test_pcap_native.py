@@ -55,9 +55,8 @@ def chunks(data: bytes, read_bytes: int, monkeypatch=None, numpy_walk=False):
 
 
 def walked(cs) -> list:
-    return [
-        (c.frame.tolist(), c.file_off.tolist(), c.data_off.tolist(), c.ts_us.tolist()) for c in cs
-    ]
+    cols = ("frame", "file_off", "data_off", "ts_us", "caplen", "origlen", "linktype")
+    return [tuple(getattr(c, k).tolist() for k in cols) for c in cs]
 
 
 CAPTURE_BYTES = [pytest.param(lambda n=n: raw(n), id=n) for n in sorted(CAPTURES)] + [
@@ -296,3 +295,24 @@ def test_fold_refuses_flows_beyond_the_table():
         )
     with pytest.raises(ValueError, match="beyond"):
         dec._pcapscan.fold(packets, state, ft.last_frame, ft.last_ts, ft.hist_frame, ft.hist_ts, 5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.sampled_from(sorted(n for n in CAPTURES if ".pcapng" in n)),
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), min_size=1, max_size=10),
+    st.integers(0, 300),
+    st.sampled_from([64, 700, 1 << 20]),
+)
+def test_damaged_pcapng_walks_as_numpy(name, flips, cut, read_bytes):
+    """Flipped bytes anywhere (block types, lengths, interface ids, timestamps, trailers)
+    and a cut end: the native run and field gathers give the numpy walk's chunks and
+    rejects."""
+    data = bytearray(raw(name))
+    for pos, x in flips:
+        data[8 + pos % (len(data) - 8)] ^= x  # the section header's magic stays
+    data = bytes(data[: len(data) - cut])
+    with pytest.MonkeyPatch.context() as mp:
+        native, rej_n = chunks(data, read_bytes)
+        ref, rej_r = chunks(data, read_bytes, mp, numpy_walk=True)
+    assert walked(native) == walked(ref) and rej_n == rej_r

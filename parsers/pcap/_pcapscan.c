@@ -13,6 +13,10 @@
 #include <stdint.h>
 #include <string.h>
 
+static inline int64_t u32be(const unsigned char *a, int64_t o);
+static inline int64_t u32le(const unsigned char *a, int64_t o);
+static int view(PyObject *o, Py_buffer *v, Py_ssize_t bytes, int writable, const char *what);
+
 #define BT_EPB 6u
 #define MAX_BLOCK (16u << 20)
 
@@ -76,6 +80,60 @@ static PyObject *epb_run(PyObject *self, PyObject *args) {
     PyMem_RawFree(out);
     if (!arr) return NULL;
     return Py_BuildValue("(Nn)", arr, 4 * i);
+}
+
+/* epb_fields(buf, offsets, big, out) -> None
+ * out: int64[3, n] and ticks uint64[n] gathered at each block offset: interface id (+8),
+ * the 64-bit timestamp (+12 high, +16 low), captured (+20) and original (+24) length, in
+ * the section's byte order; fields past the buffer read as 0 (only a Simple Packet Block,
+ * whose fields the caller replaces, can be that short). pcapng._chunk in numpy otherwise. */
+static PyObject *epb_fields(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ob, *oo, *oout, *oticks;
+    int big;
+    if (!PyArg_ParseTuple(args, "OOpOO", &ob, &oo, &big, &oout, &oticks)) return NULL;
+    Py_buffer b, vo, vout, vt;
+    if (PyObject_GetBuffer(ob, &b, PyBUF_SIMPLE) < 0) return NULL;
+    if (PyObject_GetBuffer(oo, &vo, PyBUF_C_CONTIGUOUS) < 0) {
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    Py_ssize_t n = vo.len / 8;
+    if (vo.len != n * 8 || view(oout, &vout, 3 * n * 8, 1, "out") < 0) {
+        if (vo.len != n * 8) PyErr_SetString(PyExc_ValueError, "offsets: not int64");
+        PyBuffer_Release(&vo);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    if (view(oticks, &vt, n * 8, 1, "ticks") < 0) {
+        PyBuffer_Release(&vout);
+        PyBuffer_Release(&vo);
+        PyBuffer_Release(&b);
+        return NULL;
+    }
+    const unsigned char *a = b.buf;
+    const int64_t *po = vo.buf;
+    int64_t *out = vout.buf;
+    uint64_t *ticks = vt.buf;
+    int64_t len = (int64_t)b.len;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        int64_t o = po[k], f[5];
+        for (int j = 0; j < 5; j++) {
+            int64_t at = o + 8 + 4 * j;
+            f[j] = at < 0 || at + 4 > len ? 0 : big ? u32be(a, at) : u32le(a, at);
+        }
+        out[k] = f[0];
+        out[n + k] = f[3];
+        out[2 * n + k] = f[4];
+        ticks[k] = ((uint64_t)f[1] << 32) | (uint64_t)f[2];
+    }
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&vt);
+    PyBuffer_Release(&vout);
+    PyBuffer_Release(&vo);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
 }
 
 /* ------------------------------------------------------------------ header decode */
@@ -500,6 +558,8 @@ f0:
 }
 
 static PyMethodDef methods[] = {
+    {"epb_fields", epb_fields, METH_VARARGS,
+     "epb_fields(buf, offsets, big, out, ticks): interface, lengths and time of each block."},
     {"fold", fold, METH_VARARGS,
      "fold(packets, state, last_frame, last_ts, hist_frame, hist_ts, n_flows): TCP state."},
     {"texts", texts, METH_VARARGS,

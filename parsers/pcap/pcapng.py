@@ -322,12 +322,17 @@ def _chunk(r: CaptureReader, buf: bytes, offs: list[int], special: dict[int, int
     big = endian == ">"
     a = np.frombuffer(buf, dtype=np.uint8)
     o = np.asarray(offs, dtype=np.int64)
-    iface = gather_u32(a, o + 8, big)
-    ticks = (gather_u32(a, o + 12, big).astype(np.uint64) << np.uint64(32)) | gather_u32(
-        a, o + 16, big
-    ).astype(np.uint64)
-    cap = gather_u32(a, o + 20, big)
-    orig = gather_u32(a, o + 24, big)
+    if _pcapscan is not None:  # the same five gathers in C, without the GIL
+        cols, ticks = np.empty((3, len(o)), dtype=np.int64), np.empty(len(o), dtype=np.uint64)
+        _pcapscan.epb_fields(buf, o, big, cols, ticks)
+        iface, cap, orig = cols
+    else:
+        iface = gather_u32(a, o + 8, big)
+        ticks = (gather_u32(a, o + 12, big).astype(np.uint64) << np.uint64(32)) | gather_u32(
+            a, o + 16, big
+        ).astype(np.uint64)
+        cap = gather_u32(a, o + 20, big)
+        orig = gather_u32(a, o + 24, big)
     data = o + 28
     for i, bt in special.items():
         if bt == BT_PB:

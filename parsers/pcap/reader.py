@@ -131,7 +131,9 @@ class CaptureReader:
             if not data:
                 self._eof = True
                 break
-            self._buf += data
+            # join copies a big buffer without holding the GIL (CPython drops it past 1 MiB):
+            # the read-ahead thread does this while the packet loop runs
+            self._buf = b"".join((self._buf, data))
         return self._buf
 
     def _more(self, off: int) -> bool:
