@@ -39,6 +39,7 @@ def log(tmp_path):
 def small_batches(monkeypatch):
     monkeypatch.setattr(frames, "ROW_GROUP_ROWS", 300)  # FRAMES is no multiple of it
     monkeypatch.setattr(frames, "WRITE_ROWS", 1200)
+    monkeypatch.setattr(frames, "EVICT_ROWS", 3600)
 
 
 def _parse(con, path, file_id=1):
@@ -126,12 +127,13 @@ def test_inserts_fill_whole_row_groups(tmp_path, log, small_batches, monkeypatch
     every insert would leave are merged by the checkpoint at close, whose time and memory
     then grow with the file."""
     monkeypatch.setattr(textscan, "CHUNK_BYTES", 48 << 10)  # chunks overshoot WRITE_ROWS
-    sizes = []
+    sizes, evicted = [], []
     insert = frames._insert_batch
 
-    def watched(sink, table, errors):
+    def watched(sink, table, errors, evict):
         sizes.append(0 if table is None else table.num_rows)
-        insert(sink, table, errors)
+        evicted.append(evict)
+        insert(sink, table, errors, evict)
 
     monkeypatch.setattr(frames, "_insert_batch", watched)
     con = store.connect(tmp_path / "case.duckdb")
@@ -140,3 +142,10 @@ def test_inserts_fill_whole_row_groups(tmp_path, log, small_batches, monkeypatch
     assert all(n % frames.ROW_GROUP_ROWS == 0 for n in sizes[:-1]), sizes
     assert FRAMES % frames.ROW_GROUP_ROWS != 0 and sizes[-1] % frames.ROW_GROUP_ROWS != 0
     assert rows(con, "SELECT count(*) FROM can_frames") == [(FRAMES,)]
+    # DuckDB's cache is dropped once per EVICT_ROWS frames, not after every insert
+    since = 0
+    for n, ev in zip(sizes, evicted, strict=True):
+        since += n
+        assert ev == (since >= frames.EVICT_ROWS)
+        since = 0 if ev else since
+    assert 0 < sum(evicted) < len(evicted)

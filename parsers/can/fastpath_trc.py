@@ -83,7 +83,8 @@ def _parse_native(src: Source, st) -> None:
             ((version, cols), textscan.scan(first, data, "trc", "".join(cols))),
         )
 
-    for first, data, head, ahead in read_ahead(src.line_chunks(textscan.CHUNK_BYTES), prepare):
+    chunks = read_ahead(src.line_chunks(textscan.CHUNK_BYTES), prepare, trim=False)  # as textscan
+    for first, data, head, ahead in chunks:
         if head >= 0:  # header lines: the state they set holds for the lines after them
             cut = data.find(b"\n", head)
             cut = len(data) if cut < 0 else cut

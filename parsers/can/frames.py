@@ -25,6 +25,9 @@ from forensics.parsers.can.errorclass import ErrorInfo
 
 ROW_GROUP_ROWS = 122_880  # DuckDB's row group size: inserts are cut on its multiples
 WRITE_ROWS = 4 * ROW_GROUP_ROWS  # frames pooled per insert (twice that: peak RSS +25 % at 10M)
+# DuckDB's cache of written blocks is dropped after this many rows (Sink.evict_cache): after
+# every insert cost 5 % of a 10M candump ingest (page faults), after every third ~30 MB peak
+EVICT_ROWS = 3 * WRITE_ROWS
 
 # flag bits of can_frames.flags
 EXT, RTR, ERR, FD, BRS, ESI, TX = 1, 2, 4, 8, 16, 32, 64
@@ -91,6 +94,7 @@ class CanWriter:
         self._pending_rows = 0
         self._pending_err: list[pa.Table] = []
         self._pending_err_rows = 0
+        self._unevicted = 0  # frames inserted since DuckDB's cache was last dropped
         self._threaded: bool | None = None  # inserts in a writer thread (decided once)
         self._writer: ThreadPoolExecutor | None = None  # inserts run here, one at a time
         self._writer_sink: Sink | None = None
@@ -239,15 +243,22 @@ class CanWriter:
         the scan and the Arrow work. At most one insert is in flight (memory stays
         bounded); its error, if any, is raised here or in `_drain`."""
         self._drain()
+        evict = False
+        if frames is not None:
+            self._unevicted += frames.num_rows
+            if self._unevicted >= EVICT_ROWS:
+                evict, self._unevicted = True, 0
         if self._threaded is None:
             self._writer_sink = self.sink.twin()
             self._threaded = self._writer_sink is not None
             if self._threaded:
                 self._writer = ThreadPoolExecutor(1, thread_name_prefix="can-writer")
         if not self._threaded:  # inside the caller's transaction: written here, in it
-            _insert_batch(self.sink, frames, errors)
+            _insert_batch(self.sink, frames, errors, evict)
             return
-        self._inflight = self._writer.submit(_insert_batch, self._writer_sink, frames, errors)
+        self._inflight = self._writer.submit(
+            _insert_batch, self._writer_sink, frames, errors, evict
+        )
 
     def _drain(self) -> None:
         """Waits for the insert in flight (and raises its error)."""
@@ -364,15 +375,19 @@ def parse_line_log(src: Source, sink: Sink, fmt: str, make_state: Callable, fast
         w.finish()
 
 
-def _insert_batch(sink: Sink, frames: pa.Table | None, errors: pa.Table | None) -> None:
-    """One writer-thread insert: the frames (their cached blocks evicted after, so the case
-    is on disk, not in RAM: flat memory) and the error rows pooled with them."""
+def _insert_batch(
+    sink: Sink, frames: pa.Table | None, errors: pa.Table | None, evict: bool = True
+) -> None:
+    """One writer-thread insert: the frames (then, with `evict`, DuckDB's cache of the blocks
+    written since the last eviction is dropped, so the case is on disk, not in RAM: flat
+    memory) and the error rows pooled with them."""
     if frames is not None:
         # one piece (copied here, off the parser's thread): DuckDB scans each Arrow batch
         # in its own thread, and each thread ends in a partial row group (BLF's many small
         # batches left 30 % of them so)
         sink.append("can_frame_store", frames.combine_chunks())
-        sink.evict_cache()
+        if evict:
+            sink.evict_cache()
     if errors is not None:
         sink.append("can_errors", errors)
 
