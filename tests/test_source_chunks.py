@@ -4,7 +4,7 @@ chunk size, the chunks are the file's lines in order and each starts at its true
 
 from __future__ import annotations
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from forensics.parsers.base import Source
@@ -16,6 +16,9 @@ LINES = st.lists(st.binary(max_size=40).map(lambda b: b.replace(b"\n", b"")), ma
 @given(lines=LINES, chunk=st.integers(1, 300), final_newline=st.booleans(), bom=st.booleans())
 def test_chunks_are_the_lines_numbered(tmp_path_factory, lines, chunk, final_newline, bom):
     body = b"\n".join(lines) + (b"\n" if final_newline else b"")
+    # files that open with a BOM or gzip's magic are read as such on purpose: a UTF-16 BOM
+    # makes it UTF-16, gzip's magic a compressed file, a UTF-8 BOM is dropped (`bom` does it)
+    assume(bom or not body.startswith((b"\xff\xfe", b"\xfe\xff", b"\xef\xbb\xbf", b"\x1f\x8b")))
     path = tmp_path_factory.mktemp("src") / "x.log"
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + body)
     chunks = list(Source(path, "x.log").line_chunks(chunk))
