@@ -15,7 +15,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,6 +274,52 @@ def read_ahead(
             del item
             if trim:
                 release_memory()
+
+
+class OneInFlight:
+    """Runs jobs one at a time in a worker thread while the caller goes on (DuckDB, numpy,
+    file reads and our C scanners release the GIL). `submit` first waits for the job before
+    and raises its error, so at most one job is in flight and memory stays bounded; with
+    `threaded=False` a job runs at once in the caller's thread. As a context manager it
+    waits for the last job on the way out, also when the block failed (the block's error is
+    the one raised): no job may run on after the caller moved on, e.g. to delete the rows
+    of a file that failed."""
+
+    def __init__(self, threaded: bool = True, name: str = "one-in-flight"):
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name) if threaded else None
+        self._job: Future | None = None
+
+    def submit(self, fn: Callable, *args) -> None:
+        self.wait()
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._job = self._pool.submit(fn, *args)
+
+    def wait(self) -> None:
+        """Waits for the job in flight, if any, and raises its error."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.result()
+
+    def close(self) -> None:
+        """Waits for the last job (raising its error) and stops the thread."""
+        try:
+            self.wait()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown()
+                self._pool = None
+
+    def __enter__(self) -> OneInFlight:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.close()
+            return
+        with suppress(Exception):  # the block's own error is the one to report
+            self.close()
 
 
 @contextmanager

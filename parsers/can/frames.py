@@ -10,7 +10,6 @@ formats and its 1-based object number in binary ones; `can_logs.loc_unit` says w
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from forensics.parsers.base import BATCH_ROWS, Sink, Source
+from forensics.parsers.base import BATCH_ROWS, OneInFlight, Sink, Source
 from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import ErrorInfo
 
@@ -95,10 +94,8 @@ class CanWriter:
         self._pending_err: list[pa.Table] = []
         self._pending_err_rows = 0
         self._unevicted = 0  # frames inserted since DuckDB's cache was last dropped
-        self._threaded: bool | None = None  # inserts in a writer thread (decided once)
-        self._writer: ThreadPoolExecutor | None = None  # inserts run here, one at a time
-        self._writer_sink: Sink | None = None
-        self._inflight: Future | None = None
+        self._writer: OneInFlight | None = None  # runs the inserts, one at a time
+        self._writer_sink: Sink | None = None  # what they write with
         self.notes: list[str] = []
         extra = src.context.extra or {}
         self.bitrate = _int_or_none(extra.get("bitrate"))
@@ -241,30 +238,18 @@ class CanWriter:
         """Inserts in a writer thread while the parser goes on with the next batch: DuckDB
         releases the GIL, so the insert (about half of a big text log's ingest) overlaps
         the scan and the Arrow work. At most one insert is in flight (memory stays
-        bounded); its error, if any, is raised here or in `_drain`."""
-        self._drain()
+        bounded); its error, if any, is raised at the next insert or at the end."""
         evict = False
         if frames is not None:
             self._unevicted += frames.num_rows
             if self._unevicted >= EVICT_ROWS:
                 evict, self._unevicted = True, 0
-        if self._threaded is None:
-            self._writer_sink = self.sink.twin()
-            self._threaded = self._writer_sink is not None
-            if self._threaded:
-                self._writer = ThreadPoolExecutor(1, thread_name_prefix="can-writer")
-        if not self._threaded:  # inside the caller's transaction: written here, in it
-            _insert_batch(self.sink, frames, errors, evict)
-            return
-        self._inflight = self._writer.submit(
-            _insert_batch, self._writer_sink, frames, errors, evict
-        )
-
-    def _drain(self) -> None:
-        """Waits for the insert in flight (and raises its error)."""
-        inflight, self._inflight = self._inflight, None
-        if inflight is not None:
-            inflight.result()
+        if self._writer is None:
+            # inside the caller's open transaction there is no twin: written here, in it
+            twin = self.sink.twin()
+            self._writer = OneInFlight(threaded=twin is not None, name="can-writer")
+            self._writer_sink = twin or self.sink
+        self._writer.submit(_insert_batch, self._writer_sink, frames, errors, evict)
 
     def __enter__(self) -> CanWriter:
         return self
@@ -280,13 +265,14 @@ class CanWriter:
 
     def close_writer(self) -> None:
         """Waits for the last insert and stops the writer thread (also after a failure)."""
+        if self._writer is None:
+            return
         try:
-            self._drain()
+            self._writer.close()
         finally:
-            if self._writer is not None:
-                self._writer.shutdown()
+            if self._writer_sink is not self.sink:
                 self._writer_sink.con.close()
-                self._writer = self._writer_sink = None
+            self._writer = self._writer_sink = None
 
     def flush(self) -> None:
         """Writes every buffered frame and error record."""

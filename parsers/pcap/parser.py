@@ -13,13 +13,13 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import numpy as np
 
 from forensics.parsers.base import (
     Magic,
+    OneInFlight,
     Parser,
     Sink,
     Source,
@@ -301,44 +301,21 @@ class PcapParser(Parser):
                 close_frames(src, sink)
 
 
-class _Stager:
+class _Stager(OneInFlight):
     """Stages batches of OCPP frames and parses them (the first step of the OCPP close) in a
     worker thread while the packets are read on: DuckDB runs without the GIL. One batch in
     flight; the connection is the worker's until the batch is done (the packet loop does
     not use it). Errors reach the caller at the next batch or at the end."""
 
     def __init__(self, src: Source, sink: Sink, threaded: bool):
+        super().__init__(threaded, "ocpp-stage")
         self.src, self.sink, self.staged = src, sink, 0
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="ocpp-stage") if threaded else None
-        self._job = None
 
     def add(self, frames: OcppFrames) -> None:
-        self._wait()
-        if self._pool is None:
-            self._stage(frames)
-        else:
-            self._job = self._pool.submit(self._stage, frames)
+        self.submit(self._stage, frames)
 
     def _stage(self, frames: OcppFrames) -> None:
         self.staged += tables.stage_ocpp(self.src, self.sink, frames, parse=True)
-
-    def _wait(self) -> None:
-        job, self._job = self._job, None
-        if job is not None:
-            job.result()
-
-    def __enter__(self) -> _Stager:
-        return self
-
-    def __exit__(self, etype, *_) -> None:
-        try:
-            if etype is None:
-                self._wait()
-            elif self._job is not None:
-                self._job.exception()  # done before the caller cleans up; the first error wins
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown()
 
 
 def _release_memory() -> None:
