@@ -185,8 +185,9 @@ class Sink:
 
         The floor is 4MB, not 64MB: at 64MB about 10MB of table blocks stayed per 1M rows
         inserted until the floor was reached, which was most of the growth of peak RSS from
-        2M to 10M CAN frames. Temp tables open at that moment would be spilled to disk, so
-        call it between a parser's own inserts, not while it holds staged temp data.
+        2M to 10M CAN frames. Temp tables open at that moment are spilled to the case's temp
+        file: a cost between a parser's own inserts, and what the capture path wants for its
+        staged OCPP frames (it calls this to push the stage out of RAM).
         """
         from forensics.store import memory_limit
 
