@@ -7,13 +7,14 @@ from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from forensics.parsers.can import arrowcols
 from forensics.parsers.can.errorclass import ErrorInfo
 
 
+@settings(deadline=None)  # timing is not what this checks; a loaded machine is slow
 @given(
     names=st.lists(st.text(max_size=12), min_size=1, max_size=6),
     picks=st.lists(st.integers(0, 5), max_size=60),
@@ -25,12 +26,9 @@ def test_strings_by_index(names, picks):
     assert col.to_pylist() == [names[i] for i in idx]
 
 
-def test_constants_and_empty_lists():
+def test_constants():
     assert arrowcols.constant("can0", 3).to_pylist() == ["can0"] * 3
     assert arrowcols.constant(None, 2, pa.int16()).to_pylist() == [None, None]
-    lists = arrowcols.empty_lists(4)
-    lists.validate(full=True)
-    assert lists.to_pylist() == [[], [], [], []]
 
 
 def test_error_table_gathers_each_decoded_record():

@@ -62,14 +62,6 @@ def constant(value: str | None, n: int, typ: pa.DataType = pa.string()) -> pa.Ar
     return strings([value], np.zeros(n, dtype=np.intp))
 
 
-def empty_lists(n: int) -> pa.Array:
-    """n empty list<string> values."""
-    offsets = np.zeros(n + 1, dtype=np.int32)
-    return pa.ListArray.from_arrays(
-        numbers(offsets, np.int32, pa.int32()), pa.array([], pa.string())
-    )
-
-
 def error_table(
     loc: np.ndarray,
     ts_us: np.ndarray,

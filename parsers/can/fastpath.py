@@ -5,9 +5,9 @@ every other line (FD, remote, status, headers, anything odd) goes through the re
 line parser, so all paths give the same rows (tests compare them frame by frame). Error
 classes are decoded once per distinct (class bits, data) and gathered back.
 
-Chunks are cut on line ends (`CHUNK_BYTES`) and the heap is trimmed after each, so memory
-stays flat whatever the file size; frames reach DuckDB in 512k-row inserts run in a writer
-thread (frames.WRITE_ROWS, CanWriter).
+Chunks are cut on line ends (`CHUNK_BYTES`), two at a time in memory whatever the file size
+(the native paths do not trim the heap per chunk: see textscan.scanned_chunks); frames reach
+DuckDB as whole row groups from a writer thread (frames.WRITE_ROWS, CanWriter).
 """
 
 from __future__ import annotations

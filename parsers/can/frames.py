@@ -228,11 +228,12 @@ class CanWriter:
             self._pending = [rest] if rest is not None and rest.num_rows else []
             self._pending_rows = rest.num_rows if rest is not None else 0
             self.frames += frames.num_rows
+            frames = frames if frames.num_rows else None
         # the error rows of these frames go too: pooled to the end they grow with the file
         if self._pending_err:
             errors = self._error_table()
-        if (frames is not None and frames.num_rows) or errors is not None:
-            self._insert(frames if frames is not None and frames.num_rows else None, errors)
+        if frames is not None or errors is not None:
+            self._insert(frames, errors)
 
     def _insert(self, frames: pa.Table | None, errors: pa.Table | None) -> None:
         """Inserts in a writer thread while the parser goes on with the next batch: DuckDB
@@ -361,9 +362,7 @@ def parse_line_log(src: Source, sink: Sink, fmt: str, make_state: Callable, fast
         w.finish()
 
 
-def _insert_batch(
-    sink: Sink, frames: pa.Table | None, errors: pa.Table | None, evict: bool = True
-) -> None:
+def _insert_batch(sink: Sink, frames: pa.Table | None, errors: pa.Table | None, evict: bool):
     """One writer-thread insert: the frames (then, with `evict`, DuckDB's cache of the blocks
     written since the last eviction is dropped, so the case is on disk, not in RAM: flat
     memory) and the error rows pooled with them."""
