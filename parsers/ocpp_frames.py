@@ -133,9 +133,10 @@ def _close(src: Source, sink: Sink, con) -> int:
     _validate(con)
     con.execute(_INSERT_SQL, {"fid": sink.file_id})
     sink.count("ocpp_messages", good)
-    sink.count("events", con.execute(_EVENTS_SQL, {"fid": sink.file_id}).fetchone()[0])
+    # every event of the close in one insert: a second, small one after it would make the
+    # next checkpoint compress the table's last row group (all of this one) again
     params = {"fid": sink.file_id, "sane": SANE_YEAR, "back": BACKWARDS_TOLERANCE_S}
-    sink.count("events", con.execute(_CLOCK_SQL, params).fetchone()[0])
+    sink.count("events", con.execute(_EVENTS_SQL, params).fetchone()[0])
     return good
 
 
@@ -268,51 +269,59 @@ SELECT seq, ts, charger_id, direction, locator, line, ocpp_version, reject,
   CASE WHEN reject IS NULL AND mt = 4 THEN x[4] ->> '$' END AS error_description
 FROM c
 """
+# What the later steps read from a payload is read here as well, per frame, so a parser that
+# parses while it reads on (parse_staged) takes it off the close: the fields the events need
+# (status, connector status, connector id, StatusNotification error) and the canonical form
+# the schema checks are keyed on.
+_PARSE_SELECT = f"""
+SELECT *,
+  json_extract_string(payload, ['$.status', '$.connectorStatus', '$.connectorId', '$.errorCode'])
+    AS pf,
+  CASE WHEN message_type IN (2, 3) THEN {schemas.canonical_sql("payload::VARCHAR")} END AS canon
+FROM ({_PARSE_SELECT})
+"""
 
-# Each result is paired with the latest earlier CALL of the same charger and unique id.
-_PAIR_SQL = """
+# A CALL's direction follows from its action where OCPP fixes the initiator.
+_CALL_DIRECTION = """coalesce(p.direction,
+  CASE WHEN p.message_type = 2 AND p.action <> 'DataTransfer' THEN
+    CASE WHEN p.action IN (SELECT unnest($cp)) THEN 'cp_to_csms' ELSE 'csms_to_cp' END END)"""
+
+# Each result belongs to the latest earlier CALL of its charger and unique id (a window over
+# the group, linear even when a charger reuses ids); a CALL's latency is to its first result.
+# The pairing reads only the narrow columns it needs; the wide ones (payload, its canonical
+# form, ...) are read once, in the final select.
+_PAIR_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _ocpp_final AS
-WITH g AS (
-  SELECT p.*, v.version,
-    -- A CALL's direction follows from its action where OCPP fixes the initiator.
-    coalesce(p.direction, CASE WHEN p.message_type = 2 AND p.action <> 'DataTransfer' THEN
-      CASE WHEN p.action IN (SELECT unnest($cp)) THEN 'cp_to_csms' ELSE 'csms_to_cp' END END)
-      AS dir
-  FROM _ocpp_parsed p LEFT JOIN _versions v USING (charger_id)
-  WHERE p.reject IS NULL),
--- Each result belongs to the latest earlier CALL of its charger and unique id (a window over
--- the group, linear even when a charger reuses ids); a CALL's latency is to its first result.
-grp AS (
+WITH grp AS (
   SELECT seq, message_type, ts,
          last_value(CASE WHEN message_type = 2 THEN seq END IGNORE NULLS) OVER w AS c_seq
-  FROM g
+  FROM _ocpp_parsed WHERE reject IS NULL
   WINDOW w AS (PARTITION BY charger_id, unique_id ORDER BY seq
                ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
 ),
-calls AS (SELECT seq, action, ts, dir FROM g WHERE message_type = 2),
+calls AS (SELECT p.seq, p.action, p.ts, {_CALL_DIRECTION} AS dir
+          FROM _ocpp_parsed p WHERE p.reject IS NULL AND p.message_type = 2),
 pairs AS (
   SELECT r.seq AS r_seq, c.seq AS c_seq, c.action, c.dir AS call_dir,
          date_diff('microsecond', c.ts, r.ts) / 1000.0 AS ms
   FROM grp r JOIN calls c ON c.seq = r.c_seq
   WHERE r.message_type IN (3, 4)
 ),
-first_pair AS (SELECT * FROM pairs QUALIFY row_number() OVER (PARTITION BY c_seq ORDER BY r_seq) = 1)
-SELECT g.seq, g.ts, g.charger_id, g.message_type, g.unique_id,
-       coalesce(g.action, pr.action) AS action, g.payload, g.error_code, g.error_description,
-       g.version, g.locator, g.line,
-       -- fields the events need, read once here: status, connector, StatusNotification error
-       json_extract_string(g.payload, ['$.status', '$.connectorStatus', '$.connectorId',
-                                       '$.errorCode']) AS pf,
-       CASE WHEN g.message_type IN (2, 3) THEN $canon END AS canon,
-       coalesce(g.dir, CASE pr.call_dir WHEN 'cp_to_csms' THEN 'csms_to_cp'
-                                        WHEN 'csms_to_cp' THEN 'cp_to_csms' END) AS direction,
+first_result AS (SELECT c_seq, min(r_seq) AS r_seq FROM pairs GROUP BY c_seq)
+SELECT p.seq, p.ts, p.charger_id, p.message_type, p.unique_id,
+       coalesce(p.action, pr.action) AS action, p.payload, p.error_code, p.error_description,
+       v.version, p.locator, p.line, p.pf, p.canon,
+       coalesce({_CALL_DIRECTION}, CASE pr.call_dir WHEN 'cp_to_csms' THEN 'csms_to_cp'
+                                                    WHEN 'csms_to_cp' THEN 'cp_to_csms' END)
+         AS direction,
        fp.ms AS response_ms
-FROM g
-LEFT JOIN pairs pr ON pr.r_seq = g.seq
-LEFT JOIN first_pair fp ON fp.c_seq = g.seq
-""".replace("$cp", "[" + ",".join(f"'{a}'" for a in sorted(schemas.CP_INITIATED)) + "]").replace(
-    "$canon", schemas.canonical_sql("g.payload::VARCHAR")
-)
+FROM _ocpp_parsed p
+LEFT JOIN _versions v USING (charger_id)
+LEFT JOIN pairs pr ON pr.r_seq = p.seq
+LEFT JOIN first_result fr ON fr.c_seq = p.seq
+LEFT JOIN pairs fp ON fp.r_seq = fr.r_seq
+WHERE p.reject IS NULL
+""".replace("$cp", "[" + ",".join(f"'{a}'" for a in sorted(schemas.CP_INITIATED)) + "]")
 
 _INSERT_SQL = """
 INSERT INTO ocpp_messages BY NAME
@@ -332,7 +341,7 @@ LEFT JOIN _ocpp_valid_exact x
 """
 
 # One event per message, with the most specific kind; pf = [status, connectorStatus,
-# connectorId, errorCode] read from the payload once in _ocpp_final.
+# connectorId, errorCode] read from the payload once, when the frames were parsed.
 _EVENTS_SQL = """
 INSERT INTO events BY NAME
 WITH m AS (
@@ -374,27 +383,20 @@ SELECT o.ts, o.charger_id, NULL, 'backend', 'ocpp', 'ocpp.schema_violation', 'wa
   json_object('action', o.action, 'error', o.schema_error, 'unique_id', o.unique_id),
   o.file_id, o.locator
 FROM ocpp_messages o WHERE o.file_id = $fid AND o.schema_valid = false
-"""
-
-# A clock that jumps (RTC reset to 1970/2000, or going backwards) is an event of its own, so
-# gap rules do not mistake the hole it leaves for an outage.
-_CLOCK_SQL = """
-INSERT INTO events BY NAME
-SELECT ts, charger_id, 'backend' AS channel, 'clock' AS layer, 'clock.jump' AS kind,
-       'warning' AS severity,
-       CASE WHEN year(ts) < $sane OR year(prev_ts) < $sane THEN 'rtc_reset' ELSE 'backwards' END
-         AS code,
-       json_object('previous_ts', prev_ts, 'previous_locator', prev_loc,
-                   'jump_s', date_diff('millisecond', prev_ts, ts) / 1000.0) AS detail,
-       file_id, locator
+UNION ALL
+-- A clock that jumps (RTC reset to 1970/2000, or going backwards) is an event of its own, so
+-- gap rules do not mistake the hole it leaves for an outage.
+SELECT ts, charger_id, NULL, 'backend', 'clock', 'clock.jump', 'warning',
+  CASE WHEN year(ts) < $sane OR year(prev_ts) < $sane THEN 'rtc_reset' ELSE 'backwards' END,
+  json_object('previous_ts', prev_ts, 'previous_locator', prev_loc,
+              'jump_s', date_diff('millisecond', prev_ts, ts) / 1000.0),
+  $fid, locator
 FROM (
-  SELECT ts, charger_id, file_id, locator,
-         lag(ts) OVER w AS prev_ts, lag(locator) OVER w AS prev_loc
-  FROM ocpp_messages WHERE file_id = $fid
+  SELECT ts, charger_id, locator, lag(ts) OVER w AS prev_ts, lag(locator) OVER w AS prev_loc
+  FROM _ocpp_final
   WINDOW w AS (PARTITION BY charger_id ORDER BY seq)
 )
 WHERE prev_ts IS NOT NULL
   AND ((year(ts) < $sane) <> (year(prev_ts) < $sane)
        OR ts < prev_ts - to_seconds($back))
-ORDER BY ts
 """
