@@ -3,9 +3,10 @@
 Per chunk: the reader walks records, `decode` gathers every header with numpy, the flow
 table folds all TCP packets in bulk; per-packet Python runs only for the flows whose
 payload matters (TLS until the handshake is over, HTTP upgrades and WebSocket flows) and
-for DNS responses. At the end the flows, handshakes, sessions and events are written in
-bulk (see tables.py) and OCPP messages found in WebSocket text frames go through the one
-OCPP code path (`ocpp_frames.store_frames`).
+for DNS responses. OCPP messages found in WebSocket text frames go through the one OCPP
+code path (`ocpp_frames.store_frames`), staged and parsed in batches while packets are
+read; at the end their close runs while the flows, handshakes, sessions and events are
+written in bulk (see tables.py).
 """
 
 from __future__ import annotations
@@ -290,15 +291,23 @@ class PcapParser(Parser):
                         stager.add(cap.ocpp_ready)
                         cap.ocpp_ready = OcppFrames()
             cap.ocpp_staged = stager.staged
-        if tables.write(src, sink, cap, reader):
-            # The OCPP close is where a big capture's memory peaks: the flows' state goes
-            # first, and its working tables (a copy of every message per step) get a smaller
-            # DuckDB budget, beyond which DuckDB spills them to the case's temp file instead
-            # of holding them, so a long capture peaks near a short one.
-            del cap
-            _release_memory()
-            with duckdb_setting(sink.con, "memory_limit", CLOSE_MEMORY, lower_only=True):
-                close_frames(src, sink)
+        prep, late = tables.prepare(src, sink, cap, reader)
+        staged = tables.stage_ocpp(src, sink, late) + cap.ocpp_staged
+        del late
+        _release_memory()
+        # The OCPP close is DuckDB work on this connection (its temp tables hold the staged
+        # frames); it runs in a worker thread while the capture's own tables are built in
+        # Python and written through a second cursor. Inside a caller's transaction there is
+        # no second cursor (its commits would outlive a rollback): one after the other then.
+        twin = sink.twin() if READ_AHEAD else None
+        try:
+            with OneInFlight(twin is not None, "ocpp-close") as closer:
+                if staged:
+                    closer.submit(_close_ocpp, src, sink)
+                tables.finish(src, twin or sink, cap, reader, prep)
+        finally:
+            if twin is not None:
+                twin.con.close()
 
 
 class _Stager(OneInFlight):
@@ -316,6 +325,14 @@ class _Stager(OneInFlight):
 
     def _stage(self, frames: OcppFrames) -> None:
         self.staged += tables.stage_ocpp(self.src, self.sink, frames, parse=True)
+
+
+def _close_ocpp(src: Source, sink: Sink) -> None:
+    """The OCPP close is where a big capture's memory peaks: its working tables (a copy of
+    every message per step) get a smaller DuckDB budget, beyond which DuckDB spills them to
+    the case's temp file instead of holding them, so a long capture peaks near a short one."""
+    with duckdb_setting(sink.con, "memory_limit", CLOSE_MEMORY, lower_only=True):
+        close_frames(src, sink)
 
 
 def _release_memory() -> None:

@@ -1,10 +1,12 @@
 """Domain tables of captures and the events they add to the timeline; written in bulk
-at the end of a capture. Attribution of flows to chargers happens here (see `attribute`).
+at the end of a capture (`prepare`, then `finish`). Attribution of flows to chargers
+happens here (see `attribute`).
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -12,6 +14,7 @@ import pyarrow as pa
 from forensics.parsers.pcap import deep
 from forensics.parsers.pcap import events as ev
 from forensics.parsers.pcap.decode import addr_text
+from forensics.parsers.pcap.websocket import OcppFrames
 
 _FLOW_COLS = """flow_id INTEGER, charger_id VARCHAR, attributed_by VARCHAR,
     client_ip VARCHAR, client_port INTEGER, server_ip VARCHAR, server_port INTEGER,
@@ -77,10 +80,22 @@ def inventory_ips(con) -> dict[str, str]:
     return {ip: cp for ip, cp, n in rows if n == 1}
 
 
-def write(src, sink, cap, reader) -> bool:
-    """Writes tcp_flows, tls_handshakes, ws_sessions, dns_answers, capture_info and events,
-    and stages the OCPP frames of the capture; True when frames were staged (the caller
-    closes them: ocpp_frames.close_frames)."""
+@dataclass
+class Prepared:
+    """What `prepare` worked out for `finish`: the flows' common columns (addresses,
+    attribution, filters), the events so far, and the rows of handshakes, sessions and DNS."""
+
+    base: dict
+    events: ev.Events
+    handshakes: list[dict]
+    sessions: list[dict]
+    dns: list[dict]
+
+
+def prepare(src, sink, cap, reader) -> tuple[Prepared, OcppFrames]:
+    """First half of the capture's tables (on `sink.con`, as it reads the inventory): the
+    flows attributed to chargers, the TLS, WebSocket (with the OCPP frames not staged yet:
+    staging them is the caller's, so the close can start before `finish`) and DNS rows."""
     ft = cap.flows
     n = ft.n
     text_cache: dict[tuple[int, int], str] = {}
@@ -115,19 +130,26 @@ def write(src, sink, cap, reader) -> bool:
         "wireshark_filter": filters,
     }
     events = ev.Events()
-    flows = ev.tcp_flows(cap, base, events)
-    sink.append("tcp_flows", pa.table(flows))
     hs = ev.tls_rows(cap, base, events)
     ws, ocpp = ev.ws_rows(cap, base, events)
     if dec is not None:
         deep.merge(dec, flow_of, base, events, hs, ws, ocpp)
-    if hs:
-        sink.append("tls_handshakes", _table(hs))
-    if ws:
-        sink.append("ws_sessions", _table(ws))
     dns = ev.dns_rows(cap, inventory_ips(sink.con), src.context.charger_id, events)
-    if dns:
-        sink.append("dns_answers", _table(dns))
+    return Prepared(base, events, hs, ws, dns), ocpp
+
+
+def finish(src, sink, cap, reader, prep: Prepared) -> None:
+    """Second half: writes tcp_flows, tls_handshakes, ws_sessions, dns_answers, events and
+    capture_info. Reads nothing from the case, so it may run on a twin Sink while the OCPP
+    close runs on the parser's connection."""
+    events = prep.events
+    sink.append("tcp_flows", pa.table(ev.tcp_flows(cap, prep.base, events)))
+    if prep.handshakes:
+        sink.append("tls_handshakes", _table(prep.handshakes))
+    if prep.sessions:
+        sink.append("ws_sessions", _table(prep.sessions))
+    if prep.dns:
+        sink.append("dns_answers", _table(prep.dns))
     if events.rows:
         sink.append("events", events.table())
     linktypes = sorted({i.linktype for i in reader.interfaces})
@@ -138,7 +160,7 @@ def write(src, sink, cap, reader) -> bool:
         "ip_packets": [cap.ip_packets],
         "fragments": [cap.fragments],
         "not_ip": [cap.not_ip],
-        "tcp_flows": [n],
+        "tcp_flows": [cap.flows.n],
         "ts_first": [ev.ts(cap.first_ts) if cap.first_ts is not None else None],
         "ts_last": [ev.ts(cap.last_ts) if cap.first_ts is not None else None],
         "skipped_bytes": [reader.stats.skipped_bytes],
@@ -157,7 +179,6 @@ def write(src, sink, cap, reader) -> bool:
         )
     if cap.dns.malformed:
         src.notes.append(f"{cap.dns.malformed} DNS responses could not be decoded")
-    return bool(stage_ocpp(src, sink, ocpp) or cap.ocpp_staged)
 
 
 def stage_ocpp(src, sink, frames, parse: bool = False) -> int:
@@ -240,4 +261,4 @@ def dumps(d: dict) -> str:
     return json.dumps(d, default=str, separators=(",", ":"))
 
 
-__all__ = ["DDL", "attribute", "dumps", "flow_filter", "np", "write"]
+__all__ = ["DDL", "Prepared", "attribute", "dumps", "finish", "flow_filter", "np", "prepare"]
