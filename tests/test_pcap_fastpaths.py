@@ -423,3 +423,40 @@ def test_frames_parsed_between_batches_close_as_staged_whole(tmp_path):
         runs[early] = case_rows(case), [(r.locator, r.reason) for r in src.rejects]
     assert runs[True] == runs[False]
     assert [loc for loc, _ in runs[True][1]] == ["line 6", "line 901", f"line {len(rows) - 2}"]
+
+
+def test_capture_inside_a_callers_transaction_rolls_back_whole(tmp_path):
+    """Parsed inside a caller's open transaction, a capture writes everything on that
+    connection (no worker cursor whose commits would outlive the rollback): before the
+    rollback the rows are those of a capture parsed on its own, after it nothing is left."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    cap = tmp_path / "fleet.pcapng"
+    _pcap_fleet.write(cap, 30_000)
+    tables = ("tcp_flows", "ws_sessions", "ocpp_messages", "events")
+
+    def rows(con):
+        out = {}
+        for t in tables:
+            cols = [r[0] for r in con.execute(f"DESCRIBE {t}").fetchall() if r[0] != "event_id"]
+            sel = ", ".join(f'"{c}"' for c in cols)
+            out[t] = con.execute(f"SELECT {sel} FROM {t} ORDER BY ALL").fetchall()
+        return out
+
+    def parse(con):
+        parser.PcapParser().parse(Source(cap, cap.name), Sink(con, 1, set(store.table_names(con))))
+
+    alone = store.connect(tmp_path / "alone.duckdb")
+    parse(alone)
+    expected = rows(alone)
+    alone.close()
+    assert all(expected[t] for t in tables), {t: len(v) for t, v in expected.items()}
+
+    con = store.connect(tmp_path / "txn.duckdb")
+    con.execute("BEGIN TRANSACTION")
+    parse(con)
+    assert rows(con) == expected
+    con.execute("ROLLBACK")
+    assert all(not v for v in rows(con).values())
+    con.close()
