@@ -11,7 +11,9 @@ import gzip
 import hashlib
 import importlib.abc
 import logging
+import os
 import sys
+import threading
 import traceback
 from collections import Counter
 from collections.abc import Callable
@@ -101,7 +103,7 @@ def _ingest(con, inputs, workdir, timezone, charger_id, limits, progress, option
     sizes.update(
         r[0] for r in con.execute("SELECT size FROM evidence WHERE sha256 IS NOT NULL").fetchall()
     )
-    hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256")
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="sha256", initializer=_lower_priority)
 
     mf = manifest.Manifest()
     manifest_error: FormatError | None = None
@@ -342,14 +344,25 @@ def _sha(p: _Planned) -> str:
 
 
 def hash_file(path: Path) -> tuple[str, int]:
-    """sha256 hex and size in bytes, streamed (chain of custody)."""
+    """sha256 hex and size in bytes, streamed (chain of custody) through one buffer."""
     h = hashlib.sha256()
     size = 0
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
     with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-            size += len(chunk)
+        while n := fh.readinto(buf):
+            h.update(view[:n])
+            size += n
     return h.hexdigest(), size
+
+
+def _lower_priority() -> None:
+    """Runs the calling thread at the lowest CPU priority (Linux schedules threads on their
+    own, so this is per thread): a big file's sha256 is computed beside its parse and should
+    take only the CPU the parser leaves idle (the parser's single-threaded stretches leave a
+    core free long enough), not slow the parse down. Elsewhere a no-op."""
+    with suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
 
 def read_head(path: Path) -> bytes:
