@@ -5,8 +5,8 @@ table folds all TCP packets in bulk; per-packet Python runs only for the flows w
 payload matters (TLS until the handshake is over, HTTP upgrades and WebSocket flows) and
 for DNS responses. OCPP messages found in WebSocket text frames go through the one OCPP
 code path (`ocpp_frames.store_frames`), staged and parsed in batches while packets are
-read; at the end their close runs while the flows, handshakes, sessions and events are
-written in bulk (see tables.py).
+read; at the end their close runs while the flows, handshakes, sessions and events,
+built in bulk (see tables.py), are written.
 """
 
 from __future__ import annotations
@@ -291,20 +291,21 @@ class PcapParser(Parser):
                         stager.add(cap.ocpp_ready)
                         cap.ocpp_ready = OcppFrames()
             cap.ocpp_staged = stager.staged
-        prep, late = tables.prepare(src, sink, cap, reader)
+        built, late = tables.prepare(src, sink, cap, reader)
         staged = tables.stage_ocpp(src, sink, late) + cap.ocpp_staged
-        del late
+        # the flows' state goes before the OCPP close, where a big capture's memory peaks
+        del cap, late
         _release_memory()
         # The OCPP close is DuckDB work on this connection (its temp tables hold the staged
-        # frames); it runs in a worker thread while the capture's own tables are built in
-        # Python and written through a second cursor. Inside a caller's transaction there is
-        # no second cursor (its commits would outlive a rollback): one after the other then.
+        # frames); it runs in a worker thread while the capture's own tables are written
+        # through a second cursor. Inside a caller's transaction there is no second cursor
+        # (its commits would outlive a rollback): one after the other then.
         twin = sink.twin() if READ_AHEAD else None
         try:
             with OneInFlight(twin is not None, "ocpp-close") as closer:
                 if staged:
                     closer.submit(_close_ocpp, src, sink)
-                tables.finish(src, twin or sink, cap, reader, prep)
+                tables.finish(twin or sink, built)
         finally:
             if twin is not None:
                 twin.con.close()

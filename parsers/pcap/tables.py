@@ -6,7 +6,6 @@ happens here (see `attribute`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -80,22 +79,13 @@ def inventory_ips(con) -> dict[str, str]:
     return {ip: cp for ip, cp, n in rows if n == 1}
 
 
-@dataclass
-class Prepared:
-    """What `prepare` worked out for `finish`: the flows' common columns (addresses,
-    attribution, filters), the events so far, and the rows of handshakes, sessions and DNS."""
-
-    base: dict
-    events: ev.Events
-    handshakes: list[dict]
-    sessions: list[dict]
-    dns: list[dict]
-
-
-def prepare(src, sink, cap, reader) -> tuple[Prepared, OcppFrames]:
-    """First half of the capture's tables (on `sink.con`, as it reads the inventory): the
-    flows attributed to chargers, the TLS, WebSocket (with the OCPP frames not staged yet:
-    staging them is the caller's, so the close can start before `finish`) and DNS rows."""
+def prepare(src, sink, cap, reader) -> tuple[dict[str, pa.Table], OcppFrames]:
+    """Everything of the capture's tables that needs its state, built in memory (on
+    `sink.con`, as attribution reads the inventory): {table: Arrow rows} for tcp_flows,
+    tls_handshakes, ws_sessions, dns_answers, events and capture_info, and the OCPP frames
+    not staged yet (staging them is the caller's). Once this returns, the capture's state
+    may go before the OCPP close, the step where a big capture's memory peaks; `finish`
+    writes the tables, on another cursor if the close runs meanwhile."""
     ft = cap.flows
     n = ft.n
     text_cache: dict[tuple[int, int], str] = {}
@@ -130,28 +120,17 @@ def prepare(src, sink, cap, reader) -> tuple[Prepared, OcppFrames]:
         "wireshark_filter": filters,
     }
     events = ev.Events()
+    out = {"tcp_flows": pa.table(ev.tcp_flows(cap, base, events))}
     hs = ev.tls_rows(cap, base, events)
     ws, ocpp = ev.ws_rows(cap, base, events)
     if dec is not None:
         deep.merge(dec, flow_of, base, events, hs, ws, ocpp)
     dns = ev.dns_rows(cap, inventory_ips(sink.con), src.context.charger_id, events)
-    return Prepared(base, events, hs, ws, dns), ocpp
-
-
-def finish(src, sink, cap, reader, prep: Prepared) -> None:
-    """Second half: writes tcp_flows, tls_handshakes, ws_sessions, dns_answers, events and
-    capture_info. Reads nothing from the case, so it may run on a twin Sink while the OCPP
-    close runs on the parser's connection."""
-    events = prep.events
-    sink.append("tcp_flows", pa.table(ev.tcp_flows(cap, prep.base, events)))
-    if prep.handshakes:
-        sink.append("tls_handshakes", _table(prep.handshakes))
-    if prep.sessions:
-        sink.append("ws_sessions", _table(prep.sessions))
-    if prep.dns:
-        sink.append("dns_answers", _table(prep.dns))
+    for table, rows in (("tls_handshakes", hs), ("ws_sessions", ws), ("dns_answers", dns)):
+        if rows:
+            out[table] = _table(rows)
     if events.rows:
-        sink.append("events", events.table())
+        out["events"] = events.table()
     linktypes = sorted({i.linktype for i in reader.interfaces})
     info = {
         "format": [reader.format],
@@ -160,7 +139,7 @@ def finish(src, sink, cap, reader, prep: Prepared) -> None:
         "ip_packets": [cap.ip_packets],
         "fragments": [cap.fragments],
         "not_ip": [cap.not_ip],
-        "tcp_flows": [cap.flows.n],
+        "tcp_flows": [n],
         "ts_first": [ev.ts(cap.first_ts) if cap.first_ts is not None else None],
         "ts_last": [ev.ts(cap.last_ts) if cap.first_ts is not None else None],
         "skipped_bytes": [reader.stats.skipped_bytes],
@@ -168,7 +147,7 @@ def finish(src, sink, cap, reader, prep: Prepared) -> None:
         "source_path": [str(src.path.resolve())],
         "locator": ["frame 1"],
     }
-    sink.append("capture_info", pa.table(info))
+    out["capture_info"] = pa.table(info)
     if cap.fragments:
         src.notes.append(f"{cap.fragments} IP fragments (not reassembled)")
     if cap.malformed:
@@ -179,6 +158,14 @@ def finish(src, sink, cap, reader, prep: Prepared) -> None:
         )
     if cap.dns.malformed:
         src.notes.append(f"{cap.dns.malformed} DNS responses could not be decoded")
+    return out, ocpp
+
+
+def finish(sink, tables: dict[str, pa.Table]) -> None:
+    """Writes what `prepare` built. Reads nothing from the case, so it may run on a twin
+    Sink while the OCPP close runs on the parser's connection."""
+    for table, rows in tables.items():
+        sink.append(table, rows)
 
 
 def stage_ocpp(src, sink, frames, parse: bool = False) -> int:
@@ -261,4 +248,4 @@ def dumps(d: dict) -> str:
     return json.dumps(d, default=str, separators=(",", ":"))
 
 
-__all__ = ["DDL", "Prepared", "attribute", "dumps", "finish", "flow_filter", "np", "prepare"]
+__all__ = ["DDL", "attribute", "dumps", "finish", "flow_filter", "np", "prepare"]
