@@ -20,6 +20,7 @@ from forensics.parsers.base import Sink, Source, registered
 
 STAGE = "_ocpp_stage"
 PARSED = "_ocpp_parsed"
+_SCRATCH = ("_ocpp_final", "_ocpp_forms", "_ocpp_valid", "_ocpp_valid_exact", "_ocpp_verdict")
 # A year before this on a charger clock means an RTC that lost its time (1970, 2000 ...).
 SANE_YEAR = 2015
 BACKWARDS_TOLERANCE_S = 2
@@ -81,7 +82,7 @@ def close_frames(src: Source, sink: Sink) -> int:
     finally:
         # After a failure the transaction is aborted and these fail too: keep the first error.
         with suppress(duckdb.Error):
-            for t in (STAGE, "_ocpp_parsed", "_ocpp_valid", "_ocpp_valid_exact", "_ocpp_final"):
+            for t in (STAGE, PARSED, *_SCRATCH):
                 con.execute(f"DROP TABLE IF EXISTS {t}")
 
 
@@ -184,29 +185,52 @@ EXACT_CHECKS_PER_FORM = 2000  # originals re-validated per failing canonical for
 
 
 def _validate(con) -> None:
-    """Fills _ocpp_valid (per canonical form) and _ocpp_valid_exact (originals of the forms
-    that failed, which the join prefers)."""
-    keys = con.execute(
-        """SELECT DISTINCT version, action, message_type = 3 AS response, canon
-           FROM _ocpp_final WHERE message_type IN (2, 3) AND action IS NOT NULL"""
-    ).fetchall()
-    rows = [(*k, *schemas.validate(k[0], k[1], k[2], k[3])) for k in keys]
+    """Fills _ocpp_verdict: the schema verdict of each distinct payload text of a CALL or
+    CALLRESULT (with its version and action). Payloads repeat (Heartbeat, status replies,
+    StatusNotification), so the canonical form (timestamps and numbers replaced by fixed
+    values, four regex passes) is made once per distinct text, and the schemas run once per
+    canonical form; the forms that fail are re-checked on their originals, which prevail."""
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE _ocpp_forms AS
+            SELECT *, {schemas.canonical_sql("text")} AS canon FROM (
+              SELECT DISTINCT version, action, message_type = 3 AS response,
+                     payload::VARCHAR AS text
+              FROM _ocpp_final WHERE message_type IN (2, 3) AND action IS NOT NULL)"""
+    )
+    keys = con.execute("SELECT DISTINCT version, action, response, canon FROM _ocpp_forms")
+    rows = [(*k, *schemas.validate(k[0], k[1], k[2], k[3])) for k in keys.fetchall()]
     _table(con, "_ocpp_valid", ["version", "action", "response", "canon"], rows)
     failing = [r[:4] for r in rows if r[4] is False]
     originals = []
     if failing:
         with registered(con, "_failing", _key_table(failing)):
             originals = con.execute(
-                f"""SELECT DISTINCT f.version, f.action, f.message_type = 3, f.canon,
-                           f.payload::VARCHAR AS text
-                    FROM _ocpp_final f JOIN _failing k
-                      ON k.version IS NOT DISTINCT FROM f.version AND k.action = f.action
-                     AND k.response = (f.message_type = 3) AND k.canon = f.canon
-                    QUALIFY row_number() OVER (PARTITION BY f.version, f.action,
-                                               f.message_type, f.canon) <= {EXACT_CHECKS_PER_FORM}"""
+                f"""SELECT fm.version, fm.action, fm.response, fm.canon, fm.text
+                    FROM _ocpp_forms fm JOIN _failing k
+                      ON k.version IS NOT DISTINCT FROM fm.version AND k.action = fm.action
+                     AND k.response = fm.response AND k.canon = fm.canon
+                    QUALIFY row_number() OVER (PARTITION BY fm.version, fm.action,
+                                               fm.response, fm.canon) <= {EXACT_CHECKS_PER_FORM}"""
             ).fetchall()
     exact = [(v, a, r, text, *schemas.validate(v, a, r, text)) for v, a, r, _c, text in originals]
     _table(con, "_ocpp_valid_exact", ["version", "action", "response", "payload"], exact)
+    con.execute(_VERDICT_SQL)
+
+
+_VERDICT_SQL = """
+CREATE OR REPLACE TEMP TABLE _ocpp_verdict AS
+SELECT fm.version, fm.action, fm.response, fm.text,
+       coalesce(x.valid, v.valid) AS valid,
+       CASE WHEN x.valid IS NOT NULL THEN x.err ELSE v.err END AS err,
+       coalesce(x.version_used, v.version_used) AS version_used
+FROM _ocpp_forms fm
+JOIN _ocpp_valid v
+  ON v.version IS NOT DISTINCT FROM fm.version AND v.action = fm.action
+ AND v.response = fm.response AND v.canon = fm.canon
+LEFT JOIN _ocpp_valid_exact x
+  ON v.valid = false AND x.version IS NOT DISTINCT FROM fm.version AND x.action = fm.action
+ AND x.response = fm.response AND x.payload = fm.text
+"""
 
 
 def _key_table(keys) -> pa.Table:
@@ -269,15 +293,13 @@ SELECT seq, ts, charger_id, direction, locator, line, ocpp_version, reject,
   CASE WHEN reject IS NULL AND mt = 4 THEN x[4] ->> '$' END AS error_description
 FROM c
 """
-# What the later steps read from a payload is read here as well, per frame, so a parser that
-# parses while it reads on (parse_staged) takes it off the close: the fields the events need
-# (status, connector status, connector id, StatusNotification error) and the canonical form
-# the schema checks are keyed on.
+# The payload fields the events need (status, connector status, connector id,
+# StatusNotification error) are read here as well, per frame, so a parser that parses while
+# it reads on (parse_staged) takes them off the close.
 _PARSE_SELECT = f"""
 SELECT *,
   json_extract_string(payload, ['$.status', '$.connectorStatus', '$.connectorId', '$.errorCode'])
-    AS pf,
-  CASE WHEN message_type IN (2, 3) THEN {schemas.canonical_sql("payload::VARCHAR")} END AS canon
+    AS pf
 FROM ({_PARSE_SELECT})
 """
 
@@ -310,7 +332,7 @@ pairs AS (
 first_result AS (SELECT c_seq, min(r_seq) AS r_seq FROM pairs GROUP BY c_seq)
 SELECT p.seq, p.ts, p.charger_id, p.message_type, p.unique_id,
        coalesce(p.action, pr.action) AS action, p.payload, p.error_code, p.error_description,
-       v.version, p.locator, p.line, p.pf, p.canon,
+       v.version, p.locator, p.line, p.pf,
        coalesce({_CALL_DIRECTION}, CASE pr.call_dir WHEN 'cp_to_csms' THEN 'csms_to_cp'
                                                     WHEN 'csms_to_cp' THEN 'cp_to_csms' END)
          AS direction,
@@ -327,17 +349,14 @@ _INSERT_SQL = """
 INSERT INTO ocpp_messages BY NAME
 SELECT f.ts, f.charger_id, f.direction, f.message_type, f.unique_id, f.action, f.payload,
        f.error_code, f.error_description,
-       coalesce(f.version, x.version_used, v.version_used) AS ocpp_version,
-       coalesce(x.valid, v.valid) AS schema_valid,
-       CASE WHEN x.valid IS NOT NULL THEN x.err ELSE v.err END AS schema_error,
+       coalesce(f.version, vd.version_used) AS ocpp_version,
+       vd.valid AS schema_valid, vd.err AS schema_error,
        f.response_ms, f.seq, $fid AS file_id, f.locator, f.line
 FROM _ocpp_final f
-LEFT JOIN _ocpp_valid v
-  ON v.version IS NOT DISTINCT FROM f.version AND v.action = f.action
- AND v.response = (f.message_type = 3) AND v.canon = f.canon
-LEFT JOIN _ocpp_valid_exact x
-  ON v.valid = false AND x.version IS NOT DISTINCT FROM f.version AND x.action = f.action
- AND x.response = (f.message_type = 3) AND x.payload = f.payload::VARCHAR
+LEFT JOIN _ocpp_verdict vd
+  ON f.message_type IN (2, 3) AND vd.version IS NOT DISTINCT FROM f.version
+ AND vd.action = f.action AND vd.response = (f.message_type = 3)
+ AND vd.text = f.payload::VARCHAR
 """
 
 # One event per message, with the most specific kind; pf = [status, connectorStatus,
