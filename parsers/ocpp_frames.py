@@ -16,11 +16,17 @@ import duckdb
 import pyarrow as pa
 
 from forensics.parsers import _ocpp_schemas as schemas
-from forensics.parsers.base import Sink, Source, registered
+from forensics.parsers.base import OneInFlight, Sink, Source, registered
 
 STAGE = "_ocpp_stage"
 PARSED = "_ocpp_parsed"
-_SCRATCH = ("_ocpp_final", "_ocpp_forms", "_ocpp_valid", "_ocpp_valid_exact", "_ocpp_verdict")
+# The close's own tables live in a scratch in-memory database, attached for the close and
+# detached after it: unlike temp tables, a second cursor sees them, so the two big inserts
+# (messages, events) run at once, each on its own connection. Inside a caller's transaction
+# (which may write to one database only, temp aside) they are temp tables instead (_in).
+WORK = "_ocpp_work"
+FINAL, FORMS, VERDICT = f"{WORK}._ocpp_final", f"{WORK}._ocpp_forms", f"{WORK}._ocpp_verdict"
+VALID, VALID_EXACT = f"{WORK}._ocpp_valid", f"{WORK}._ocpp_valid_exact"
 # A year before this on a charger clock means an RTC that lost its time (1970, 2000 ...).
 SANE_YEAR = 2015
 BACKWARDS_TOLERANCE_S = 2
@@ -82,8 +88,9 @@ def close_frames(src: Source, sink: Sink) -> int:
     finally:
         # After a failure the transaction is aborted and these fail too: keep the first error.
         with suppress(duckdb.Error):
-            for t in (STAGE, PARSED, *_SCRATCH):
-                con.execute(f"DROP TABLE IF EXISTS {t}")
+            for t in (STAGE, PARSED, FINAL, FORMS, VERDICT, VALID, VALID_EXACT):
+                con.execute(f"DROP TABLE IF EXISTS {_in('temp', t)}")
+            con.execute(f"DETACH DATABASE IF EXISTS {WORK}")
 
 
 def parse_staged(sink: Sink) -> None:
@@ -128,17 +135,42 @@ def _close(src: Source, sink: Sink, con) -> int:
         {"charger_id": list(versions), "version": list(versions.values())},
         schema=pa.schema([("charger_id", pa.string()), ("version", pa.string())]),
     )
-    with registered(con, "_versions", versions_table):
-        con.execute(_PAIR_SQL)
-    con.execute("DROP TABLE _ocpp_parsed")
-    _validate(con)
-    con.execute(_INSERT_SQL, {"fid": sink.file_id})
+    # The events go in on a second cursor while the messages go in on this one: each insert
+    # (and the compression of its rows) runs on one thread, so two at once use both cores.
+    # Inside a caller's transaction there is no second cursor: one after the other then.
+    other = sink.twin()
+    work = WORK if other is not None else "temp"
+    try:
+        if other is not None:
+            con.execute(f"DETACH DATABASE IF EXISTS {WORK}")
+            con.execute(f"ATTACH ':memory:' AS {WORK}")
+        with registered(con, "_versions", versions_table):
+            con.execute(_in(work, _PAIR_SQL))
+        con.execute(f"DROP TABLE {PARSED}")
+        _validate(con, work)
+        with OneInFlight(other is not None, "ocpp-events") as side:
+            side.submit(_insert_events, other or sink, work)
+            con.execute(_in(work, _INSERT_SQL), {"fid": sink.file_id})
+    finally:
+        if other is not None:
+            other.con.close()
     sink.count("ocpp_messages", good)
-    # every event of the close in one insert: a second, small one after it would make the
-    # next checkpoint compress the table's last row group (all of this one) again
-    params = {"fid": sink.file_id, "sane": SANE_YEAR, "back": BACKWARDS_TOLERANCE_S}
-    sink.count("events", con.execute(_EVENTS_SQL, params).fetchone()[0])
     return good
+
+
+def _in(work: str, sql: str) -> str:
+    """`sql` with the close's tables in database `work` (WORK, or 'temp')."""
+    if work == WORK:
+        return sql
+    sql = sql.replace(f"CREATE OR REPLACE TABLE {WORK}.", "CREATE OR REPLACE TEMP TABLE ")
+    return sql.replace(f"{WORK}.", f"{work}.")
+
+
+def _insert_events(sink: Sink, work: str) -> None:
+    """Every event of the close in one insert: a second, small one after it would make the
+    next checkpoint compress the table's last row group (all of this one) again."""
+    params = {"fid": sink.file_id, "sane": SANE_YEAR, "back": BACKWARDS_TOLERANCE_S}
+    sink.count("events", sink.con.execute(_in(work, _EVENTS_SQL), params).fetchone()[0])
 
 
 def _charger_versions(con) -> dict[str, str | None]:
@@ -184,50 +216,48 @@ def normalise_version(text: str | None) -> str | None:
 EXACT_CHECKS_PER_FORM = 2000  # originals re-validated per failing canonical form
 
 
-def _validate(con) -> None:
-    """Fills _ocpp_verdict: the schema verdict of each distinct payload text of a CALL or
+def _validate(con, work: str) -> None:
+    """Fills VERDICT: the schema verdict of each distinct payload text of a CALL or
     CALLRESULT (with its version and action). Payloads repeat (Heartbeat, status replies,
     StatusNotification), so the canonical form (timestamps and numbers replaced by fixed
     values, four regex passes) is made once per distinct text, and the schemas run once per
     canonical form; the forms that fail are re-checked on their originals, which prevail."""
-    con.execute(
-        f"""CREATE OR REPLACE TEMP TABLE _ocpp_forms AS
+    sql = f"""CREATE OR REPLACE TABLE {FORMS} AS
             SELECT *, {schemas.canonical_sql("text")} AS canon FROM (
               SELECT DISTINCT version, action, message_type = 3 AS response,
                      payload::VARCHAR AS text
-              FROM _ocpp_final WHERE message_type IN (2, 3) AND action IS NOT NULL)"""
-    )
-    keys = con.execute("SELECT DISTINCT version, action, response, canon FROM _ocpp_forms")
+              FROM {FINAL} WHERE message_type IN (2, 3) AND action IS NOT NULL)"""
+    con.execute(_in(work, sql))
+    keys = con.execute(_in(work, f"SELECT DISTINCT version, action, response, canon FROM {FORMS}"))
     rows = [(*k, *schemas.validate(k[0], k[1], k[2], k[3])) for k in keys.fetchall()]
-    _table(con, "_ocpp_valid", ["version", "action", "response", "canon"], rows)
+    _table(con, work, VALID, ["version", "action", "response", "canon"], rows)
     failing = [r[:4] for r in rows if r[4] is False]
     originals = []
     if failing:
         with registered(con, "_failing", _key_table(failing)):
-            originals = con.execute(
-                f"""SELECT fm.version, fm.action, fm.response, fm.canon, fm.text
-                    FROM _ocpp_forms fm JOIN _failing k
+            sql = f"""SELECT fm.version, fm.action, fm.response, fm.canon, fm.text
+                    FROM {FORMS} fm JOIN _failing k
                       ON k.version IS NOT DISTINCT FROM fm.version AND k.action = fm.action
                      AND k.response = fm.response AND k.canon = fm.canon
                     QUALIFY row_number() OVER (PARTITION BY fm.version, fm.action,
                                                fm.response, fm.canon) <= {EXACT_CHECKS_PER_FORM}"""
-            ).fetchall()
+            originals = con.execute(_in(work, sql)).fetchall()
     exact = [(v, a, r, text, *schemas.validate(v, a, r, text)) for v, a, r, _c, text in originals]
-    _table(con, "_ocpp_valid_exact", ["version", "action", "response", "payload"], exact)
-    con.execute(_VERDICT_SQL)
+    _table(con, work, VALID_EXACT, ["version", "action", "response", "payload"], exact)
+    con.execute(_in(work, _VERDICT_SQL))
 
 
-_VERDICT_SQL = """
-CREATE OR REPLACE TEMP TABLE _ocpp_verdict AS
+_VERDICT_SQL = f"""
+CREATE OR REPLACE TABLE {VERDICT} AS
 SELECT fm.version, fm.action, fm.response, fm.text,
        coalesce(x.valid, v.valid) AS valid,
        CASE WHEN x.valid IS NOT NULL THEN x.err ELSE v.err END AS err,
        coalesce(x.version_used, v.version_used) AS version_used
-FROM _ocpp_forms fm
-JOIN _ocpp_valid v
+FROM {FORMS} fm
+JOIN {VALID} v
   ON v.version IS NOT DISTINCT FROM fm.version AND v.action = fm.action
  AND v.response = fm.response AND v.canon = fm.canon
-LEFT JOIN _ocpp_valid_exact x
+LEFT JOIN {VALID_EXACT} x
   ON v.valid = false AND x.version IS NOT DISTINCT FROM fm.version AND x.action = fm.action
  AND x.response = fm.response AND x.payload = fm.text
 """
@@ -241,8 +271,8 @@ def _key_table(keys) -> pa.Table:
     )  # fmt: skip
 
 
-def _table(con, name: str, key_cols: list[str], rows) -> None:
-    """Temp table of validation results: key columns, then valid, err, version_used."""
+def _table(con, work: str, name: str, key_cols: list[str], rows) -> None:
+    """Table of validation results: key columns, then valid, err, version_used."""
     names = [*key_cols, "valid", "err", "version_used"]
     types = {"response": pa.bool_(), "valid": pa.bool_()}
     cols = list(zip(*rows, strict=True)) if rows else [[] for _ in names]
@@ -250,7 +280,7 @@ def _table(con, name: str, key_cols: list[str], rows) -> None:
         {n: pa.array(list(c), types.get(n, pa.string())) for n, c in zip(names, cols, strict=True)}
     )
     with registered(con, "_valid_in", table):
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _valid_in")
+        con.execute(_in(work, f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM _valid_in"))
 
 
 _SHAPE = """
@@ -313,7 +343,7 @@ _CALL_DIRECTION = """coalesce(p.direction,
 # The pairing reads only the narrow columns it needs; the wide ones (payload, its canonical
 # form, ...) are read once, in the final select.
 _PAIR_SQL = f"""
-CREATE OR REPLACE TEMP TABLE _ocpp_final AS
+CREATE OR REPLACE TABLE {FINAL} AS
 WITH grp AS (
   SELECT seq, message_type, ts,
          last_value(CASE WHEN message_type = 2 THEN seq END IGNORE NULLS) OVER w AS c_seq
@@ -345,28 +375,31 @@ LEFT JOIN pairs fp ON fp.r_seq = fr.r_seq
 WHERE p.reject IS NULL
 """.replace("$cp", "[" + ",".join(f"'{a}'" for a in sorted(schemas.CP_INITIATED)) + "]")
 
-_INSERT_SQL = """
+# A message's schema verdict: CALLs and CALLRESULTs, by version, action and payload text.
+_VERDICT_JOIN = f"""
+LEFT JOIN {VERDICT} vd
+  ON f.message_type IN (2, 3) AND vd.version IS NOT DISTINCT FROM f.version
+ AND vd.action = f.action AND vd.response = (f.message_type = 3)
+ AND vd.text = f.payload::VARCHAR"""
+
+_INSERT_SQL = f"""
 INSERT INTO ocpp_messages BY NAME
 SELECT f.ts, f.charger_id, f.direction, f.message_type, f.unique_id, f.action, f.payload,
        f.error_code, f.error_description,
        coalesce(f.version, vd.version_used) AS ocpp_version,
        vd.valid AS schema_valid, vd.err AS schema_error,
        f.response_ms, f.seq, $fid AS file_id, f.locator, f.line
-FROM _ocpp_final f
-LEFT JOIN _ocpp_verdict vd
-  ON f.message_type IN (2, 3) AND vd.version IS NOT DISTINCT FROM f.version
- AND vd.action = f.action AND vd.response = (f.message_type = 3)
- AND vd.text = f.payload::VARCHAR
+FROM {FINAL} f {_VERDICT_JOIN}
 """
 
 # One event per message, with the most specific kind; pf = [status, connectorStatus,
 # connectorId, errorCode] read from the payload once, when the frames were parsed.
-_EVENTS_SQL = """
+_EVENTS_SQL = f"""
 INSERT INTO events BY NAME
 WITH m AS (
   SELECT *, coalesce(pf[1], pf[2]) AS status,
          action = 'StatusNotification' AND coalesce(pf[1], pf[2]) = 'Faulted' AS faulted
-  FROM _ocpp_final
+  FROM {FINAL}
 )
 SELECT m.ts, m.charger_id, TRY_CAST(m.pf[3] AS INTEGER) AS connector_id,
   'backend' AS channel, 'ocpp' AS layer,
@@ -397,11 +430,12 @@ SELECT m.ts, m.charger_id, TRY_CAST(m.pf[3] AS INTEGER) AS connector_id,
   $fid AS file_id, m.locator
 FROM m
 UNION ALL
-SELECT o.ts, o.charger_id, NULL, 'backend', 'ocpp', 'ocpp.schema_violation', 'warning',
-  coalesce(o.action, 'unknown'),
-  json_object('action', o.action, 'error', o.schema_error, 'unique_id', o.unique_id),
-  o.file_id, o.locator
-FROM ocpp_messages o WHERE o.file_id = $fid AND o.schema_valid = false
+SELECT f.ts, f.charger_id, NULL, 'backend', 'ocpp', 'ocpp.schema_violation', 'warning',
+  coalesce(f.action, 'unknown'),
+  json_object('action', f.action, 'error', vd.err, 'unique_id', f.unique_id),
+  $fid, f.locator
+FROM {FINAL} f {_VERDICT_JOIN}
+WHERE vd.valid = false
 UNION ALL
 -- A clock that jumps (RTC reset to 1970/2000, or going backwards) is an event of its own, so
 -- gap rules do not mistake the hole it leaves for an outage.
@@ -412,7 +446,7 @@ SELECT ts, charger_id, NULL, 'backend', 'clock', 'clock.jump', 'warning',
   $fid, locator
 FROM (
   SELECT ts, charger_id, locator, lag(ts) OVER w AS prev_ts, lag(locator) OVER w AS prev_loc
-  FROM _ocpp_final
+  FROM {FINAL}
   WINDOW w AS (PARTITION BY charger_id ORDER BY seq)
 )
 WHERE prev_ts IS NOT NULL
