@@ -277,6 +277,7 @@ class PcapParser(Parser):
             # the next chunk read, walked and decoded in a worker thread meanwhile; the heap
             # is trimmed before the OCPP close, not after each chunk (see read_ahead)
             chunks = read_ahead(reader.chunks(), lambda c: (c, decode(c)), READ_AHEAD, trim=False)
+            inventory = tables.inventory_ips(sink.con)  # before the stager takes the connection
             # No automatic checkpoint while OCPP frames are staged: it would load the whole
             # stage back from the temp file to compress it (a spike of ~80MB per 340k frames)
             with (
@@ -290,8 +291,13 @@ class PcapParser(Parser):
                     if len(cap.ocpp_ready) >= OCPP_BATCH:
                         stager.add(cap.ocpp_ready)
                         cap.ocpp_ready = OcppFrames()
+                # the last batch is staged and parsed while the capture's tables are built;
+                # the frames prepare() finds at the end are numbered after it
+                if len(cap.ocpp_ready):
+                    stager.add(cap.ocpp_ready)
+                    cap.ocpp_ready = OcppFrames()
+                built, late = tables.prepare(src, inventory, cap, reader)
             cap.ocpp_staged = stager.staged
-        built, late = tables.prepare(src, sink, cap, reader)
         staged = tables.stage_ocpp(src, sink, late) + cap.ocpp_staged
         # the flows' state goes before the OCPP close, where a big capture's memory peaks
         del cap, late

@@ -79,9 +79,9 @@ def inventory_ips(con) -> dict[str, str]:
     return {ip: cp for ip, cp, n in rows if n == 1}
 
 
-def prepare(src, sink, cap, reader) -> tuple[dict[str, pa.Table], OcppFrames]:
-    """Everything of the capture's tables that needs its state, built in memory (on
-    `sink.con`, as attribution reads the inventory): {table: Arrow rows} for tcp_flows,
+def prepare(src, inventory: dict[str, str], cap, reader) -> tuple[dict[str, pa.Table], OcppFrames]:
+    """Everything of the capture's tables that needs its state, built in memory without
+    the case (`inventory` is inventory_ips, read before): {table: Arrow rows} for tcp_flows,
     tls_handshakes, ws_sessions, dns_answers, events and capture_info, and the OCPP frames
     not staged yet (staging them is the caller's). Once this returns, the capture's state
     may go before the OCPP close, the step where a big capture's memory peaks; `finish`
@@ -102,7 +102,7 @@ def prepare(src, sink, cap, reader) -> tuple[dict[str, pa.Table], OcppFrames]:
     filters = [flow_filter(cip[g], cport[g], sip[g], sport[g]) for g in range(n)]
     dec = _deep(src, cap, reader, cip, cport, sip, sport)
     flow_of = {(cip[g], cport[g], sip[g], sport[g]): g for g in range(n)}
-    charger, how = attribute(sink.con, src.context.charger_id, cap, cip, sip)
+    charger, how = attribute(inventory, src.context.charger_id, cap, cip, sip)
     if dec is not None:
         for g, cp in deep.charge_point_ids(dec, flow_of).items():
             if how[g] != "ws_path":
@@ -125,7 +125,7 @@ def prepare(src, sink, cap, reader) -> tuple[dict[str, pa.Table], OcppFrames]:
     ws, ocpp = ev.ws_rows(cap, base, events)
     if dec is not None:
         deep.merge(dec, flow_of, base, events, hs, ws, ocpp)
-    dns = ev.dns_rows(cap, inventory_ips(sink.con), src.context.charger_id, events)
+    dns = ev.dns_rows(cap, inventory, src.context.charger_id, events)
     for table, rows in (("tls_handshakes", hs), ("ws_sessions", ws), ("dns_answers", dns)):
         if rows:
             out[table] = _table(rows)
@@ -209,7 +209,7 @@ def _deep(src, cap, reader, cip, cport, sip, sport):
     return dec
 
 
-def attribute(con, default: str | None, cap, cip: list[str], sip: list[str]):
+def attribute(inv: dict[str, str], default: str | None, cap, cip: list[str], sip: list[str]):
     """charger_id and how it was found, per flow: the charge point id in the flow's own
     WebSocket path; else the inventory's ip (client side, then server side); else the
     one charge point id the same client address announced in other flows; else the
@@ -224,7 +224,6 @@ def attribute(con, default: str | None, cap, cip: list[str], sip: list[str]):
         if isinstance(h, WsFlow) and (up := h.upgrade()) and up.charge_point_id:
             charger[g], how[g] = up.charge_point_id, "ws_path"
             by_ip.setdefault(cip[g], set()).add(up.charge_point_id)
-    inv = inventory_ips(con)
     for g in range(n):
         if charger[g]:
             continue
