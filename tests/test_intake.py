@@ -107,3 +107,32 @@ def test_corrupt_archive_is_one_refusal(tmp_path):
 def test_missing_input_is_an_intake_error(tmp_path):
     with pytest.raises(IntakeError, match="no such file"):
         intake.collect([tmp_path / "nope.zip"], tmp_path / "work")
+
+
+def test_ingest_leaves_the_garbage_collector_as_it_found_it(tmp_path, monkeypatch):
+    """Ingest tunes Python's collector for bulk work (objects of the imports frozen, rare
+    young collections) only while it runs: a long-lived caller (batch over hundreds of
+    bundles) gets its own settings back, after a good ingest and after one that failed."""
+    import gc
+    from pathlib import Path
+
+    from forensics import ingest
+
+    before = gc.get_threshold()
+    seen = []
+    orig = ingest._ingest
+
+    def spy(*a, **k):
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        if len(seen) == 2:
+            raise RuntimeError("parser blew up")
+        return orig(*a, **k)
+
+    monkeypatch.setattr(ingest, "_ingest", spy)
+    bundle = Path(__file__).resolve().parent.parent / "sample_traces" / "healthy"
+    ingest.ingest([bundle], tmp_path / "case.duckdb", tmp_path / "work")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    with pytest.raises(RuntimeError):
+        ingest.ingest([bundle], tmp_path / "case2.duckdb", tmp_path / "w2")
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert [s[0] for s in seen] == [ingest.GC_YOUNG_THRESHOLD] * 2 and all(s[1] for s in seen)
