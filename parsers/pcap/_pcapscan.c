@@ -557,6 +557,167 @@ f0:
     return NULL;
 }
 
+/* ---------------------------------------------------------------- flow ids
+ * A TCP flow's canonical key is its lower endpoint first: (hi, lo, hi, lo, ports) as
+ * tcp.py builds it. The flow table's open-addressing index (slots: int64[2^k], -1 empty,
+ * else a flow id whose key row is in keys) is owned by FlowTable; these two functions
+ * read and fill it. */
+
+static inline uint64_t key_hash(const uint64_t *k) {
+    uint64_t x = (k[0] * 0x9E3779B97F4A7C15ULL) ^ (k[1] * 0xC2B2AE3D27D4EB4FULL) ^
+                 (k[2] * 0x165667B19E3779F9ULL) ^ (k[3] * 0xD6E8FEB86659FD93ULL) ^
+                 (k[4] * 0xFF51AFD7ED558CCDULL);
+    x ^= x >> 31;
+    x *= 0xBF58476D1CE4E5B9ULL;
+    return x ^ (x >> 29);
+}
+
+static inline int same_key(const uint64_t *a, const uint64_t *b) {
+    return a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4];
+}
+
+/* flow_ids(cols, keys, slots, c_hi, c_lo, c_port, n_flows, out_key, out)
+ * cols: uint64[6, n] (src_hi, src_lo, dst_hi, dst_lo, sport, dport of TCP packets);
+ * keys: uint64[cap, 5]; slots: int64[size], size a power of two with a free slot;
+ * c_hi, c_lo: uint64[cap], c_port: int64[cap] (each flow's client endpoint);
+ * out_key: uint64[n, 5] <- each packet's canonical key; out: int64[2, n] <- flow id (-1 when
+ * the key is not in the table) and direction (0 from the client, 1 to it). */
+static PyObject *flow_ids(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *ocols, *okeys, *oslots, *ochi, *oclo, *ocport, *okout, *oout;
+    Py_ssize_t nflows;
+    if (!PyArg_ParseTuple(args, "OOOOOOnOO", &ocols, &okeys, &oslots, &ochi, &oclo, &ocport,
+                          &nflows, &okout, &oout))
+        return NULL;
+    Py_buffer cols, keys, slots, chi, clo, cport, kout, out;
+    PyObject *ret = NULL;
+    if (PyObject_GetBuffer(ocols, &cols, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_ssize_t n = cols.len / 48;
+    if (cols.len != n * 48) {
+        PyErr_SetString(PyExc_ValueError, "cols: not uint64[6, n]");
+        goto c0;
+    }
+    if (PyObject_GetBuffer(okeys, &keys, PyBUF_C_CONTIGUOUS) < 0) goto c0;
+    Py_ssize_t cap = keys.len / 40;
+    if (keys.len != cap * 40 || nflows < 0 || nflows > cap) {
+        PyErr_SetString(PyExc_ValueError, "keys: not uint64[cap, 5] holding n_flows");
+        goto c1;
+    }
+    if (PyObject_GetBuffer(oslots, &slots, PyBUF_C_CONTIGUOUS) < 0) goto c1;
+    Py_ssize_t size = slots.len / 8;
+    if (size < 2 || (size & (size - 1)) || size <= nflows) {
+        PyErr_SetString(PyExc_ValueError, "slots: int64[2^k] with room to spare");
+        goto c2;
+    }
+    if (view(ochi, &chi, cap * 8, 0, "c_hi") < 0) goto c2;
+    if (view(oclo, &clo, cap * 8, 0, "c_lo") < 0) goto c3;
+    if (view(ocport, &cport, cap * 8, 0, "c_port") < 0) goto c4;
+    if (view(okout, &kout, n * 40, 1, "out_key") < 0) goto c5;
+    if (view(oout, &out, n * 16, 1, "out") < 0) goto c6;
+    const uint64_t *C = cols.buf, *K = keys.buf, *CHI = chi.buf, *CLO = clo.buf;
+    const int64_t *S = slots.buf, *CP = cport.buf;
+    uint64_t *KO = kout.buf;
+    int64_t *O = out.buf;
+    uint64_t mask = (uint64_t)size - 1;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t k = 0; k < n && !bad; k++) {
+        uint64_t sh = C[k], sl = C[n + k], dh = C[2 * n + k], dl = C[3 * n + k];
+        uint64_t sp = C[4 * n + k], dp = C[5 * n + k];
+        int swap = sh > dh || (sh == dh && (sl > dl || (sl == dl && sp > dp)));
+        uint64_t *key = KO + 5 * k;
+        key[0] = swap ? dh : sh;
+        key[1] = swap ? dl : sl;
+        key[2] = swap ? sh : dh;
+        key[3] = swap ? sl : dl;
+        key[4] = swap ? (dp << 16) | sp : (sp << 16) | dp;
+        int64_t gid = -1;
+        for (uint64_t h = key_hash(key) & mask, probes = 0;; h = (h + 1) & mask, probes++) {
+            int64_t g = S[h];
+            if (g < 0) break;
+            if (g >= nflows || probes > mask) {
+                bad = 1;
+                break;
+            }
+            if (same_key(K + 5 * g, key)) {
+                gid = g;
+                break;
+            }
+        }
+        O[k] = gid;
+        O[n + k] = gid >= 0 && !(sh == CHI[gid] && sl == CLO[gid] && (int64_t)sp == CP[gid]);
+    }
+    Py_END_ALLOW_THREADS;
+    if (bad)
+        PyErr_SetString(PyExc_ValueError, "slots: a flow id beyond n_flows, or no free slot");
+    else
+        ret = Py_NewRef(Py_None);
+    PyBuffer_Release(&out);
+c6:
+    PyBuffer_Release(&kout);
+c5:
+    PyBuffer_Release(&cport);
+c4:
+    PyBuffer_Release(&clo);
+c3:
+    PyBuffer_Release(&chi);
+c2:
+    PyBuffer_Release(&slots);
+c1:
+    PyBuffer_Release(&keys);
+c0:
+    PyBuffer_Release(&cols);
+    return ret;
+}
+
+/* slots_add(keys, slots, gids): puts each flow id of gids (int64[m], its key row in keys) in
+ * the open-addressing index; the caller keeps it at most half full. */
+static PyObject *slots_add(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *okeys, *oslots, *ogids;
+    if (!PyArg_ParseTuple(args, "OOO", &okeys, &oslots, &ogids)) return NULL;
+    Py_buffer keys, slots, gids;
+    PyObject *ret = NULL;
+    if (PyObject_GetBuffer(okeys, &keys, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    Py_ssize_t cap = keys.len / 40;
+    if (PyObject_GetBuffer(oslots, &slots, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) goto a0;
+    Py_ssize_t size = slots.len / 8;
+    if (PyObject_GetBuffer(ogids, &gids, PyBUF_C_CONTIGUOUS) < 0) goto a1;
+    Py_ssize_t m = gids.len / 8;
+    if (keys.len != cap * 40 || size < 2 || (size & (size - 1))) {
+        PyErr_SetString(PyExc_ValueError, "keys: uint64[cap, 5]; slots: int64[2^k]");
+        goto a2;
+    }
+    const uint64_t *K = keys.buf;
+    const int64_t *G = gids.buf;
+    int64_t *S = slots.buf;
+    uint64_t mask = (uint64_t)size - 1;
+    for (Py_ssize_t i = 0; i < m; i++) {
+        int64_t g = G[i];
+        if (g < 0 || g >= cap) {
+            PyErr_SetString(PyExc_ValueError, "gids: a flow id beyond the keys");
+            goto a2;
+        }
+        uint64_t h = key_hash(K + 5 * g) & mask, probes = 0;
+        while (S[h] >= 0) {
+            if (++probes > mask) {
+                PyErr_SetString(PyExc_ValueError, "slots: full");
+                goto a2;
+            }
+            h = (h + 1) & mask;
+        }
+        S[h] = g;
+    }
+    ret = Py_NewRef(Py_None);
+a2:
+    PyBuffer_Release(&gids);
+a1:
+    PyBuffer_Release(&slots);
+a0:
+    PyBuffer_Release(&keys);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"epb_fields", epb_fields, METH_VARARGS,
      "epb_fields(buf, offsets, big, out, ticks): interface, lengths and time of each block."},
@@ -566,6 +727,10 @@ static PyMethodDef methods[] = {
      "texts(buf, start, end, masked) -> [str]: WebSocket text payloads, unmasked, decoded."},
     {"epb_run", epb_run, METH_VARARGS,
      "epb_run(buf, off) -> (int64 offsets as bytearray, next offset): a run of good EPBs."},
+    {"flow_ids", flow_ids, METH_VARARGS,
+     "flow_ids(cols, keys, slots, c_hi, c_lo, c_port, n_flows, out_key, out): TCP flow ids."},
+    {"slots_add", slots_add, METH_VARARGS,
+     "slots_add(keys, slots, gids): flow ids into the flow table's hash index."},
     {"decode", decode, METH_VARARGS,
      "decode(buf, data_off, caplen, linktype, ints, u64s, bools): headers of every packet."},
     {NULL, NULL, 0, NULL},

@@ -36,6 +36,7 @@ class FlowTable:
         self.n = 0
         self._hash_sorted = np.zeros(0, dtype=np.uint64)  # see _known
         self._hash_gid = np.zeros(0, dtype=np.int64)
+        self._slots = np.full(16, -1, dtype=np.int64)  # the native index (see _ids_native)
         self._alloc(capacity)
 
     def _alloc(self, cap: int) -> None:
@@ -73,6 +74,42 @@ class FlowTable:
         if not len(idx):
             e = np.zeros(0, dtype=np.int64)
             return e, e, e
+        if _pcapscan is not None:
+            gid, d = self._ids_native(pk, idx)
+        else:
+            gid, d = self._ids(pk, idx)
+        self._fold(pk, idx, gid, d)
+        return idx, gid, d
+
+    def _ids_native(self, pk: Packets, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flow id and direction of each TCP packet, as _ids: the native scanner builds the
+        canonical keys and looks them up in an open-addressing index of the flows (kept at
+        most half full); new flows go through _exact."""
+        cols = np.empty((6, len(idx)), dtype=np.uint64)
+        for row, col in enumerate((pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo, pk.sport, pk.dport)):
+            cols[row] = col[idx]  # ports cast from int64 one by one (stacking would go via float)
+        key = np.empty((len(idx), 5), dtype=np.uint64)
+        out = np.empty((2, len(idx)), dtype=np.int64)
+        _pcapscan.flow_ids(cols, self.key, self._slots, self.c_hi, self.c_lo, self.c_port,
+                           self.n, key, out)  # fmt: skip
+        gid, d = out[0], out[1]
+        miss = np.flatnonzero(gid < 0)
+        if len(miss):
+            gid[miss] = self._exact(key[miss], pk, idx[miss])
+            d[miss] = self._direction(pk, idx[miss], gid[miss])
+        return gid, d
+
+    def _direction(self, pk: Packets, idx: np.ndarray, gid: np.ndarray) -> np.ndarray:
+        """0 for packets from the flow's client, 1 for the others."""
+        c_match = (
+            (pk.src_hi[idx] == self.c_hi[gid])
+            & (pk.src_lo[idx] == self.c_lo[gid])
+            & (pk.sport[idx].astype(np.uint64) == self.c_port[gid])
+        )
+        return np.where(c_match, 0, 1)
+
+    def _ids(self, pk: Packets, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flow id (new flows added) and direction of each TCP packet, with numpy."""
         sh, sl, dh, dl = pk.src_hi[idx], pk.src_lo[idx], pk.dst_hi[idx], pk.dst_lo[idx]
         sp, dp = pk.sport[idx].astype(np.uint64), pk.dport[idx].astype(np.uint64)
         swap = (sh > dh) | ((sh == dh) & ((sl > dl) | ((sl == dl) & (sp > dp))))
@@ -87,9 +124,7 @@ class FlowTable:
         if miss.any():
             gid[miss] = self._exact(key[miss], pk, idx[miss])
         c_match = (sh == self.c_hi[gid]) & (sl == self.c_lo[gid]) & (sp == self.c_port[gid])
-        d = np.where(c_match, 0, 1)
-        self._fold(pk, idx, gid, d)
-        return idx, gid, d
+        return gid, np.where(c_match, 0, 1)
 
     def _known(self, key: np.ndarray) -> np.ndarray:
         """Flow id of each key row already in the table, -1 for the others. A sorted array
@@ -123,12 +158,25 @@ class FlowTable:
                 added.append(g)
             gid_u[j] = g
         if added:
-            new = np.asarray(added, dtype=np.int64)
-            h = np.r_[self._hash_sorted, _mix(self.key[new])]
-            g = np.r_[self._hash_gid, new]
-            order = np.argsort(h, kind="stable")
-            self._hash_sorted, self._hash_gid = h[order], g[order]
+            self._index(np.asarray(added, dtype=np.int64))
         return gid_u[inv.ravel()]
+
+    def _index(self, new: np.ndarray) -> None:
+        """Adds new flows to the lookup index: the native slots (doubled and refilled when
+        more than half full) or the sorted hashes of _known."""
+        if _pcapscan is not None:
+            if 2 * self.n > len(self._slots):
+                size = len(self._slots)
+                while 2 * self.n > size:
+                    size *= 2
+                self._slots = np.full(size, -1, dtype=np.int64)
+                new = np.arange(self.n, dtype=np.int64)
+            _pcapscan.slots_add(self.key, self._slots, new)
+            return
+        h = np.r_[self._hash_sorted, _mix(self.key[new])]
+        g = np.r_[self._hash_gid, new]
+        order = np.argsort(h, kind="stable")
+        self._hash_sorted, self._hash_gid = h[order], g[order]
 
     def _new(self, pk: Packets, i: int) -> int:
         g = self.n
