@@ -460,3 +460,37 @@ def test_capture_inside_a_callers_transaction_rolls_back_whole(tmp_path):
     con.execute("ROLLBACK")
     assert all(not v for v in rows(con).values())
     con.close()
+
+
+def test_tls_flows_past_their_handshake_follow_only_alerts_and_report_the_same(
+    tmp_path, monkeypatch
+):
+    """Once a finished handshake has QUIET_AFTER application records each way, only its
+    alerts are looked at: every table is the same as when each record is still counted
+    (fleet traffic with long wss:// sessions and refused handshakes, plus every sample
+    capture: expired and unknown certificates, client certificates, TLS 1.3 key logs)."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _pcap_fleet.write(bundle / "fleet.pcapng", 40_000)
+    for cap in sorted(SAMPLES.glob("pcap-*/*.pcap*")):
+        shutil.copy(cap, bundle / f"{cap.parent.name}.pcapng")
+    quiet = []
+    feed = parser.Capture.feed
+
+    def spy(self, *a):
+        feed(self, *a)
+        quiet.append(len(self.quiet))
+
+    monkeypatch.setattr(parser.Capture, "feed", spy)
+    runs = {}
+    for name, after in (("all_records", 10**9), ("quiet", parser.QUIET_AFTER)):
+        monkeypatch.setattr(parser, "QUIET_AFTER", after)
+        rep = ingest.ingest([bundle], tmp_path / f"{name}.duckdb", tmp_path / f"w-{name}")
+        assert not rep.failed, rep
+        runs[name] = case_rows(tmp_path / f"{name}.duckdb")
+    assert max(quiet) > 10, "no TLS flow went quiet"
+    for t in CASE_TABLES:
+        assert runs["quiet"][t] == runs["all_records"][t], t

@@ -55,6 +55,10 @@ STAGING_CHECKPOINT = "16GB"  # DuckDB checkpoint_threshold while packets are rea
 
 
 APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
+# A TLS flow past its handshake with this many application records each way: more records
+# change nothing reported (TlsFlow.established needs 2 each way, TlsFlow.finish reads the
+# last record only while there are at most 2), so only its alerts are followed from then on.
+QUIET_AFTER = 3
 
 
 class Capture:
@@ -77,6 +81,7 @@ class Capture:
         self.ocpp_ready = OcppFrames()  # OCPP frames whose charger is known (ws path)
         self.ocpp_staged = 0
         self.malformed: list[tuple[int, str]] = []  # (frame, error) where payload parsing stopped
+        self.quiet: set[int] = set()  # TLS flows of which only alerts are followed now
 
     def feed(self, chunk, pk=None) -> None:
         """Folds one chunk in; `pk` is its decode() when already done."""
@@ -150,6 +155,7 @@ class Capture:
         fast = {int(ws[p]): t for p, t in texts.items()}
         looped: list[tuple[int, int]] = []
         frames, tss = frames_a.tolist(), tss_a.tolist()
+        firsts, quiet = first_byte[pick].tolist(), self.quiet
         for j, (g, dd, o, n, s) in enumerate(
             zip(
                 gid[pick].tolist(),
@@ -160,6 +166,8 @@ class Capture:
                 strict=True,
             )
         ):
+            if g in quiet and firsts[j] != REC_ALERT:
+                continue
             h = handlers[g]
             t = fast.get(j)
             try:
@@ -175,7 +183,9 @@ class Capture:
             if kind == APP_HTTP:
                 looped.append((j, g))
             elif kind == APP_TLS and not h.active:
-                self.app[g] = APP_TLS_DONE
+                self.app[g] = kind = APP_TLS_DONE
+            if kind == APP_TLS_DONE and min(h.app_records) >= QUIET_AFTER:
+                quiet.add(g)
         if adds:
             keptl = kept.tolist()
             adds.extend((keptl[j], g) for j, g in looped)
