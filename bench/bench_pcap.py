@@ -89,18 +89,20 @@ def route_ours(capture: Path, work: Path) -> dict:
 
 
 def route_parser(capture: Path, work: Path) -> dict:
-    from forensics import store
+    from forensics import ingest, store
     from forensics.parsers.base import Sink, Source
     from forensics.parsers.pcap.parser import PcapParser
 
     case = work / "parser.duckdb"
     case.unlink(missing_ok=True)
     con = store.connect(case)
+    ingest.arrow_without_pandas()  # as ingest does: pyarrow's first look imports no pandas
     t = time.perf_counter()
     src = Source(capture, capture.name)
     # inserts auto-commit as in forensics.ingest (one open transaction would hold every
-    # insert in RAM)
-    PcapParser().parse(src, Sink(con, 1, set(store.table_names(con))))
+    # insert in RAM); the garbage collector set as ingest sets it
+    with ingest.bulk_collector():
+        PcapParser().parse(src, Sink(con, 1, set(store.table_names(con))))
     s = time.perf_counter() - t
     counts = {
         t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
