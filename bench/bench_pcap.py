@@ -100,8 +100,8 @@ def route_parser(capture: Path, work: Path) -> dict:
     t = time.perf_counter()
     src = Source(capture, capture.name)
     # inserts auto-commit as in forensics.ingest (one open transaction would hold every
-    # insert in RAM); the garbage collector set as ingest sets it
-    with ingest.bulk_collector():
+    # insert in RAM); the garbage collector and thread switching set as ingest sets them
+    with ingest.bulk_runtime():
         PcapParser().parse(src, Sink(con, 1, set(store.table_names(con))))
     s = time.perf_counter() - t
     counts = {

@@ -109,21 +109,23 @@ def test_missing_input_is_an_intake_error(tmp_path):
         intake.collect([tmp_path / "nope.zip"], tmp_path / "work")
 
 
-def test_ingest_leaves_the_garbage_collector_as_it_found_it(tmp_path, monkeypatch):
-    """Ingest tunes Python's collector for bulk work (objects of the imports frozen, rare
-    young collections) only while it runs: a long-lived caller (batch over hundreds of
-    bundles) gets its own settings back, after a good ingest and after one that failed."""
+def test_ingest_leaves_the_python_runtime_as_it_found_it(tmp_path, monkeypatch):
+    """Ingest tunes Python's collector (objects of the imports frozen, rare young
+    collections) and thread switching for bulk work only while it runs: a long-lived caller
+    (batch over hundreds of bundles) gets its own settings back, after a good ingest and
+    after one that failed."""
     import gc
+    import sys
     from pathlib import Path
 
     from forensics import ingest
 
-    before = gc.get_threshold()
+    before = (gc.get_threshold(), sys.getswitchinterval())
     seen = []
     orig = ingest._ingest
 
     def spy(*a, **k):
-        seen.append((gc.get_threshold()[0], gc.get_freeze_count()))
+        seen.append((gc.get_threshold()[0], gc.get_freeze_count(), sys.getswitchinterval()))
         if len(seen) == 2:
             raise RuntimeError("parser blew up")
         return orig(*a, **k)
@@ -131,8 +133,9 @@ def test_ingest_leaves_the_garbage_collector_as_it_found_it(tmp_path, monkeypatc
     monkeypatch.setattr(ingest, "_ingest", spy)
     bundle = Path(__file__).resolve().parent.parent / "sample_traces" / "healthy"
     ingest.ingest([bundle], tmp_path / "case.duckdb", tmp_path / "work")
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before and not gc.get_freeze_count()
     with pytest.raises(RuntimeError):
         ingest.ingest([bundle], tmp_path / "case2.duckdb", tmp_path / "w2")
-    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+    assert (gc.get_threshold(), sys.getswitchinterval()) == before and not gc.get_freeze_count()
     assert [s[0] for s in seen] == [ingest.GC_YOUNG_THRESHOLD] * 2 and all(s[1] for s in seen)
+    assert all(abs(s[2] - ingest.SWITCH_INTERVAL_S) < 1e-9 for s in seen)
