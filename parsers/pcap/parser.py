@@ -49,6 +49,7 @@ from forensics.parsers.pcap.websocket import (
 )
 
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
+OCPP_EVICT = 100_000  # staged frames held in DuckDB's memory before they go to its temp file
 READ_AHEAD = True  # the next chunk read and decoded in a worker thread (read_ahead)
 CLOSE_MEMORY = "128MB"  # DuckDB memory_limit while the capture's OCPP frames are closed
 STAGING_CHECKPOINT = "16GB"  # DuckDB checkpoint_threshold while packets are read
@@ -335,13 +336,18 @@ class _Stager(OneInFlight):
 
     def __init__(self, src: Source, sink: Sink, threaded: bool):
         super().__init__(threaded, "ocpp-stage")
-        self.src, self.sink, self.staged = src, sink, 0
+        self.src, self.sink, self.staged, self.held = src, sink, 0, 0
 
     def add(self, frames: OcppFrames) -> None:
         self.submit(self._stage, frames)
 
     def _stage(self, frames: OcppFrames) -> None:
-        self.staged += tables.stage_ocpp(self.src, self.sink, frames, parse=True)
+        # the stage goes to the temp file once OCPP_EVICT frames are held, not after every
+        # batch: each eviction costs the worker ~30 ms and the close reads it all back
+        self.held += len(frames)
+        evict = self.held >= OCPP_EVICT
+        self.staged += tables.stage_ocpp(self.src, self.sink, frames, parse=True, evict=evict)
+        self.held = 0 if evict else self.held
 
 
 def _close_ocpp(src: Source, sink: Sink) -> None:

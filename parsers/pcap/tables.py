@@ -168,9 +168,11 @@ def finish(sink, tables: dict[str, pa.Table]) -> None:
         sink.append(table, rows)
 
 
-def stage_ocpp(src, sink, frames, parse: bool = False) -> int:
+def stage_ocpp(src, sink, frames, parse: bool = False, evict: bool = True) -> int:
     """Hands OCPP frames (websocket.OcppFrames) to the one OCPP code path (validated and
-    paired at close); with `parse`, the frames staged so far are parsed now as well."""
+    paired at close); with `parse`, the frames staged so far are parsed now as well. The
+    stage is a DuckDB temp table, held in memory up to memory_limit unless evicted (to the
+    case's temp file), which would make RSS grow with the capture: `evict` does it now."""
     if not len(frames):
         return 0
     from forensics.parsers.ocpp_frames import parse_staged, store_frames
@@ -178,9 +180,8 @@ def stage_ocpp(src, sink, frames, parse: bool = False) -> int:
     store_frames(src, sink, frames.table())
     if parse:
         parse_staged(sink)
-    # the stage is a DuckDB temp table: held in memory up to memory_limit unless evicted
-    # (to the case's temp file), which would make RSS grow with the capture
-    sink.evict_cache()
+    if evict:
+        sink.evict_cache()
     return len(frames)
 
 
