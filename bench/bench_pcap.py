@@ -10,7 +10,8 @@ process (wall time; peak RSS from wait4) and prints packets/s, MB/s and ratios:
 - floor: reading the file from page cache, nothing else;
 - ours: `forensics.ingest.ingest` of the capture into a new case (sha256, detection,
   TCP flow state, TLS, WebSocket, OCPP through store_frames, events), and the parser alone;
-  each --repeat times (alternating), the median quoted;
+  each --repeat times (alternating, one round before tshark, one between tshark and dpkt,
+  one after), the median quoted;
 - tshark: `tshark -T fields` with 11 fields (-E quote=d) to CSV, then DuckDB read_csv;
 - dpkt: a plain dpkt loop decoding Ethernet/IP/TCP into Arrow batches inserted into DuckDB;
 - pyshark: on a 10k-packet prefix, extrapolated linearly.
@@ -230,13 +231,19 @@ def main() -> None:
     cap, n = make_capture(a.workdir, a.packets)
     size_mb = cap.stat().st_size / 1e6
     print(f"capture: {cap} {n} packets, {size_mb:.0f} MB")
-    # the routes of a few seconds run --repeat times, alternating, and the median counts (on
-    # a shared machine one run of ours moves by +-20 %); the long ones run once
-    res = {r: run_route(r, cap, a.workdir) for r in ("floor", "tshark", "dpkt", "pyshark")}
+    # The routes of a few seconds run --repeat times and the median counts (on a shared
+    # machine one run moves by +-20 %); the long ones run once, between those rounds, so that
+    # the machine's drift over the minutes of a bench weighs on both sides of each ratio.
+    res = {"floor": run_route("floor", cap, a.workdir)}
     runs: dict[str, list[dict]] = {"ours": [], "parser": []}
-    for _ in range(a.repeat):
+    long_routes = ["tshark", "dpkt"]
+    for i in range(max(a.repeat, 1)):
         for r in runs:
             runs[r].append(run_route(r, cap, a.workdir))
+        if i < len(long_routes):
+            res[long_routes[i]] = run_route(long_routes[i], cap, a.workdir)
+    for r in [*long_routes[max(a.repeat, 1) :], "pyshark"]:
+        res[r] = run_route(r, cap, a.workdir)
     for r, rs in runs.items():
         rs.sort(key=lambda x: x["s"])
         res[r] = {**rs[len(rs) // 2], "runs_s": [round(x["s"], 3) for x in rs]}
