@@ -494,3 +494,33 @@ def test_tls_flows_past_their_handshake_follow_only_alerts_and_report_the_same(
     assert max(quiet) > 10, "no TLS flow went quiet"
     for t in CASE_TABLES:
         assert runs["quiet"][t] == runs["all_records"][t], t
+
+
+def test_frames_attributed_only_at_the_end_are_stored_with_the_rest(tmp_path, monkeypatch):
+    """WebSocket flows whose upgrade path names no charger keep their OCPP frames until the
+    end (attributed then by address or manifest) and are staged after the packet loop's
+    batches: every table is the same with the worker threads as reading in turn, and those
+    flows' messages are in ocpp_messages under the manifest's charger."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    _pcap_fleet.write(tmp_path / "fleet.pcapng", 30_000)
+    data = (tmp_path / "fleet.pcapng").read_bytes()
+    hidden = data.replace(b"GET /ocpp/CP-10 HTTP", b"GET /////////// HTTP")
+    assert hidden != data
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "capture.pcapng").write_bytes(hidden)
+    (bundle / "manifest.toml").write_text('[defaults]\ncharger_id = "CP-10"\n')
+    runs = {}
+    for on in (False, True):
+        monkeypatch.setattr(parser, "READ_AHEAD", on)
+        case = tmp_path / f"{on}.duckdb"
+        rep = ingest.ingest([bundle], case, tmp_path / f"w-{on}")
+        assert rep.parsed == 2 and not rep.failed, rep
+        runs[on] = case_rows(case)
+    assert runs[True] == runs[False]
+    con = duckdb.connect(str(tmp_path / "True.duckdb"))
+    n = con.execute("SELECT count(*) FROM ocpp_messages WHERE charger_id = 'CP-10'").fetchone()[0]
+    con.close()
+    assert n > 100
