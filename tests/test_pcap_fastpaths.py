@@ -240,14 +240,19 @@ CASE_TABLES = ("tcp_flows", "tls_handshakes", "ws_sessions", "ocpp_messages", "e
 def case_rows(case) -> dict:
     con = duckdb.connect(str(case))
     try:
-        out = {}
-        for t in CASE_TABLES:
-            cols = [r[0] for r in con.execute(f"DESCRIBE {t}").fetchall() if r[0] != "event_id"]
-            sel = ", ".join(f'"{c}"' for c in cols)
-            out[t] = con.execute(f"SELECT {sel} FROM {t} ORDER BY ALL").fetchall()
-        return out
+        return table_rows(con, CASE_TABLES)
     finally:
         con.close()
+
+
+def table_rows(con, tables) -> dict:
+    """Every row of each table, sorted, without the event ids (numbered as they come)."""
+    out = {}
+    for t in tables:
+        cols = [r[0] for r in con.execute(f"DESCRIBE {t}").fetchall() if r[0] != "event_id"]
+        sel = ", ".join(f'"{c}"' for c in cols)
+        out[t] = con.execute(f"SELECT {sel} FROM {t} ORDER BY ALL").fetchall()
+    return out
 
 
 @pytest.mark.parametrize("read_bytes", [1 << 15, 8 << 20])
@@ -437,12 +442,7 @@ def test_capture_inside_a_callers_transaction_rolls_back_whole(tmp_path):
     tables = ("tcp_flows", "ws_sessions", "ocpp_messages", "events")
 
     def rows(con):
-        out = {}
-        for t in tables:
-            cols = [r[0] for r in con.execute(f"DESCRIBE {t}").fetchall() if r[0] != "event_id"]
-            sel = ", ".join(f'"{c}"' for c in cols)
-            out[t] = con.execute(f"SELECT {sel} FROM {t} ORDER BY ALL").fetchall()
-        return out
+        return table_rows(con, tables)
 
     def parse(con):
         parser.PcapParser().parse(Source(cap, cap.name), Sink(con, 1, set(store.table_names(con))))

@@ -226,6 +226,21 @@ def test_real_captures_fold_tcp_state_as_numpy(get, monkeypatch):
     assert native == ref
 
 
+def cut_in_two(chunk, pk, cut: int) -> list:
+    """The packets of `pk` (over `chunk`) as two Packets objects cut at `cut`, as two chunks
+    of a capture would give them (an empty side is left out)."""
+    n = len(chunk.frame)
+    parts = []
+    for a, b in ((0, cut), (cut, n)):
+        if b > a:
+            sel = slice(a, b)
+            sub = Chunk(b"", *(x[sel] for x in (chunk.data_off, chunk.caplen, chunk.origlen,
+                        chunk.ts_us, chunk.linktype, chunk.frame, chunk.file_off)))  # fmt: skip
+            parts.append(dec.Packets(sub, *(getattr(pk, f.name)[sel] for f in
+                                            dataclasses.fields(dec.Packets)[1:])))  # fmt: skip
+    return parts
+
+
 def synthetic(rows, cut: int) -> list:
     """Packets objects of TCP segments between a few endpoints: (client?, flow, flags,
     seq, ack, window, payload length) per row; cut in two chunks at `cut`."""
@@ -247,15 +262,7 @@ def synthetic(rows, cut: int) -> list:
         ack=i64([r[4] for r in rows]), flags=i64([r[2] for r in rows]),
         win=i64([r[5] for r in rows]), pay_off=i64([0] * n), pay_len=i64([r[6] for r in rows]),
     )  # fmt: skip
-    parts = []
-    for a, b in ((0, cut), (cut, n)):
-        if b > a:
-            sel = slice(a, b)
-            sub = Chunk(b"", *(x[sel] for x in (chunk.data_off, chunk.caplen, chunk.origlen,
-                        chunk.ts_us, chunk.linktype, chunk.frame, chunk.file_off)))  # fmt: skip
-            parts.append(dec.Packets(sub, *(getattr(pk, f.name)[sel] for f in
-                                            dataclasses.fields(dec.Packets)[1:])))  # fmt: skip
-    return parts
+    return cut_in_two(chunk, pk, cut)
 
 
 @settings(max_examples=300, deadline=None)
@@ -341,15 +348,7 @@ def many_flows(rows, cut: int) -> list:
         flags=i64([r[5] for r in rows]), win=i64([1000] * n), pay_off=i64([0] * n),
         pay_len=i64([0] * n),
     )  # fmt: skip
-    parts = []
-    for a, b in ((0, cut), (cut, n)):
-        if b > a:
-            sel = slice(a, b)
-            sub = Chunk(b"", *(x[sel] for x in (chunk.data_off, chunk.caplen, chunk.origlen,
-                        chunk.ts_us, chunk.linktype, chunk.frame, chunk.file_off)))  # fmt: skip
-            parts.append(dec.Packets(sub, *(getattr(pk, f.name)[sel] for f in
-                                            dataclasses.fields(dec.Packets)[1:])))  # fmt: skip
-    return parts
+    return cut_in_two(chunk, pk, cut)
 
 
 addresses = st.sampled_from([0, 1, 2**64, 2**64 + 1, 2**127, 2**128 - 1]) | st.integers(
