@@ -85,9 +85,10 @@ class FlowTable:
         """Flow id and direction of each TCP packet, as _ids: the native scanner builds the
         canonical keys and looks them up in an open-addressing index of the flows (kept at
         most half full); new flows go through _exact."""
-        cols = np.empty((6, len(idx)), dtype=np.uint64)
-        for row, col in enumerate((pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo, pk.sport, pk.dport)):
-            cols[row] = col[idx]  # ports cast from int64 one by one (stacking would go via float)
+        cols = np.empty((6, len(idx)), dtype=np.uint64)  # gathered straight into place
+        for row, col in enumerate((pk.src_hi, pk.src_lo, pk.dst_hi, pk.dst_lo)):
+            np.take(col, idx, out=cols[row], mode="clip")
+        cols[4], cols[5] = pk.sport[idx], pk.dport[idx]  # int64 -> uint64, one by one
         key = np.empty((len(idx), 5), dtype=np.uint64)
         out = np.empty((2, len(idx)), dtype=np.int64)
         _pcapscan.flow_ids(cols, self.key, self._slots, self.c_hi, self.c_lo, self.c_port,
@@ -208,11 +209,14 @@ class FlowTable:
         if _pcapscan is None:
             self._fold_numpy(pk, idx, gid, d)
             return
-        cols = (gid, d, pk.flags[idx], pk.pay_len[idx], pk.chunk.frame[idx], pk.chunk.ts_us[idx],
-                pk.seq[idx], pk.ack[idx], pk.win[idx])  # fmt: skip
+        packets = np.empty((9, len(idx)), dtype=np.int64)  # gathered straight into place
+        packets[0], packets[1] = gid, d
+        cols = (pk.flags, pk.pay_len, pk.chunk.frame, pk.chunk.ts_us, pk.seq, pk.ack, pk.win)
+        for row, col in enumerate(cols, 2):
+            np.take(col.astype(np.int64, copy=False), idx, out=packets[row], mode="clip")
         state = tuple(getattr(self, name) for name in _STATE)
-        _pcapscan.fold(np.stack(cols).astype(np.int64, copy=False), state, self.last_frame,
-                       self.last_ts, self.hist_frame, self.hist_ts, self.n)  # fmt: skip
+        _pcapscan.fold(packets, state, self.last_frame, self.last_ts, self.hist_frame,
+                       self.hist_ts, self.n)  # fmt: skip
 
     def _fold_numpy(self, pk: Packets, idx, gid, d) -> None:
         f = pk.flags[idx]
