@@ -383,14 +383,15 @@ class OcppFrames:
 
     def add_flow(self, h: WsFlow, charger_id: str | None, version: str | None) -> None:
         """The flow's text messages (then cleared from the flow)."""
-        msgs = [m for m in h.messages if _is_array(m[3])]
+        # _is_array inline: this runs once per OCPP message of a capture
+        msgs = [m for m in h.messages if m[3][:1] == "[" or m[3].lstrip()[:1] == "["]
         h.messages.clear()
         if not msgs:
             return
         d, frame, ts, text = zip(*msgs, strict=True)
         self.ts.extend(ts)
         self.charger.extend([charger_id] * len(msgs))
-        self.direction.extend([CSMS_TO_CP if x else CP_TO_CSMS for x in d])
+        self.direction.extend(map(_DIRECTION.__getitem__, d))
         self.text.extend(text)
         self.line.extend(frame)
         self.version.extend([version] * len(msgs))
@@ -415,6 +416,7 @@ class OcppFrames:
 
 
 CP_TO_CSMS, CSMS_TO_CP = "cp_to_csms", "csms_to_cp"
+_DIRECTION = (CP_TO_CSMS, CSMS_TO_CP)  # by a message's side: 0 client, 1 server
 
 
 def _is_array(text: str) -> bool:
