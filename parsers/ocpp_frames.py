@@ -340,8 +340,8 @@ _CALL_DIRECTION = """coalesce(p.direction,
 
 # Each result belongs to the latest earlier CALL of its charger and unique id (a window over
 # the group, linear even when a charger reuses ids); a CALL's latency is to its first result.
-# The pairing reads only the narrow columns it needs; the wide ones (payload, its canonical
-# form, ...) are read once, in the final select.
+# The pairing reads only the narrow columns it needs; the wide ones (payload, the fields read
+# from it, ...) are read once, in the final select.
 _PAIR_SQL = f"""
 CREATE OR REPLACE TABLE {FINAL} AS
 WITH grp AS (

@@ -124,8 +124,7 @@ class FlowTable:
         miss = gid < 0
         if miss.any():
             gid[miss] = self._exact(key[miss], pk, idx[miss])
-        c_match = (sh == self.c_hi[gid]) & (sl == self.c_lo[gid]) & (sp == self.c_port[gid])
-        return gid, np.where(c_match, 0, 1)
+        return gid, self._direction(pk, idx, gid)
 
     def _known(self, key: np.ndarray) -> np.ndarray:
         """Flow id of each key row already in the table, -1 for the others. A sorted array
