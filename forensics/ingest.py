@@ -109,7 +109,10 @@ def bulk_runtime():
     - Parsers read ahead and write in worker threads that need the GIL for a moment between
       their C calls; with the 5 ms switch interval each such moment could wait up to 5 ms
       behind the main thread's Python. At 0.2 ms the capture's main thread waited ~0.1 s
-      less for its next chunk per 1M packets."""
+      less for its next chunk per 1M packets.
+
+    Both are process-wide: ingests run at once in threads of one process would restore them
+    under each other (batch runs its bundles in processes)."""
     was, switch = gc.get_threshold(), sys.getswitchinterval()
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 20, 20)
