@@ -16,6 +16,7 @@
 static inline int64_t u32be(const unsigned char *a, int64_t o);
 static inline int64_t u32le(const unsigned char *a, int64_t o);
 static int view(PyObject *o, Py_buffer *v, Py_ssize_t bytes, int writable, const char *what);
+static int rows(PyObject *o, Py_buffer *v, Py_ssize_t unit, const char *err, Py_ssize_t *n);
 
 #define BT_EPB 6u
 #define MAX_BLOCK (16u << 20)
@@ -296,6 +297,19 @@ static int view(PyObject *o, Py_buffer *v, Py_ssize_t bytes, int writable, const
     return 0;
 }
 
+/* The read-only buffer of o, n rows of `unit` bytes; a length that is not a whole number of
+ * rows raises ValueError(err). The buffer is released on failure. */
+static int rows(PyObject *o, Py_buffer *v, Py_ssize_t unit, const char *err, Py_ssize_t *n) {
+    if (PyObject_GetBuffer(o, v, PyBUF_C_CONTIGUOUS) < 0) return -1;
+    *n = v->len / unit;
+    if (v->len != *n * unit) {
+        PyErr_SetString(PyExc_ValueError, err);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
 /* decode(buf, data_off, caplen, linktype, ints, u64s, bools)
  * data_off, caplen, linktype: int64[n]; ints: int64[N_INT, n], u64s: uint64[N_U64, n],
  * bools: uint8[N_BOOL, n], filled in the row order of the enums above. A packet whose
@@ -307,12 +321,8 @@ static PyObject *decode(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer b, off, cap, link, vi, vu, vb;
     if (PyObject_GetBuffer(ob, &b, PyBUF_SIMPLE) < 0) return NULL;
-    if (PyObject_GetBuffer(ooff, &off, PyBUF_C_CONTIGUOUS) < 0) goto e0;
-    Py_ssize_t n = off.len / (Py_ssize_t)sizeof(int64_t);
-    if (off.len != n * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_SetString(PyExc_ValueError, "data_off: not int64");
-        goto e1;
-    }
+    Py_ssize_t n;
+    if (rows(ooff, &off, 8, "data_off: not int64", &n) < 0) goto e0;
     if (view(ocap, &cap, n * 8, 0, "caplen") < 0) goto e1;
     if (view(olink, &link, n * 8, 0, "linktype") < 0) goto e2;
     if (view(oi, &vi, (Py_ssize_t)N_INT * n * 8, 1, "ints") < 0) goto e3;
@@ -395,13 +405,8 @@ static PyObject *fold(PyObject *self, PyObject *args) {
     }
     Py_buffer pk, st[N_STATE], lf, lt, hf, ht;
     int got = 0, ok = 0;
-    if (PyObject_GetBuffer(opk, &pk, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    Py_ssize_t n = pk.len / (Py_ssize_t)(N_PKT * sizeof(int64_t));
-    if (pk.len != n * (Py_ssize_t)(N_PKT * sizeof(int64_t))) {
-        PyErr_SetString(PyExc_ValueError, "packets: not int64[9, n]");
-        PyBuffer_Release(&pk);
-        return NULL;
-    }
+    Py_ssize_t n;
+    if (rows(opk, &pk, N_PKT * 8, "packets: not int64[9, n]", &n) < 0) return NULL;
     if (PyObject_GetBuffer(olf, &lf, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS) < 0) goto r0;
     Py_ssize_t cap = lf.len / 8;
     if (nflows < 0 || nflows > cap) {
@@ -497,12 +502,8 @@ static PyObject *texts(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "OOOO", &ob, &os, &oe, &om)) return NULL;
     Py_buffer b, vs, ve, vm;
     if (PyObject_GetBuffer(ob, &b, PyBUF_SIMPLE) < 0) return NULL;
-    if (PyObject_GetBuffer(os, &vs, PyBUF_C_CONTIGUOUS) < 0) goto f0;
-    Py_ssize_t n = vs.len / (Py_ssize_t)sizeof(int64_t);
-    if (vs.len != n * (Py_ssize_t)sizeof(int64_t)) {
-        PyErr_SetString(PyExc_ValueError, "start: not int64");
-        goto f1;
-    }
+    Py_ssize_t n;
+    if (rows(os, &vs, 8, "start: not int64", &n) < 0) goto f0;
     if (view(oe, &ve, n * 8, 0, "end") < 0) goto f1;
     if (view(om, &vm, n * 8, 0, "masked") < 0) goto f2;
     const unsigned char *a = b.buf;
@@ -591,12 +592,8 @@ static PyObject *flow_ids(PyObject *self, PyObject *args) {
         return NULL;
     Py_buffer cols, keys, slots, chi, clo, cport, kout, out;
     PyObject *ret = NULL;
-    if (PyObject_GetBuffer(ocols, &cols, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    Py_ssize_t n = cols.len / 48;
-    if (cols.len != n * 48) {
-        PyErr_SetString(PyExc_ValueError, "cols: not uint64[6, n]");
-        goto c0;
-    }
+    Py_ssize_t n;
+    if (rows(ocols, &cols, 48, "cols: not uint64[6, n]", &n) < 0) return NULL;
     if (PyObject_GetBuffer(okeys, &keys, PyBUF_C_CONTIGUOUS) < 0) goto c0;
     Py_ssize_t cap = keys.len / 40;
     if (keys.len != cap * 40 || nflows < 0 || nflows > cap) {
