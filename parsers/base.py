@@ -207,9 +207,11 @@ class Sink:
         None while this connection holds an open transaction: the twin's inserts would
         commit on their own and outlive the caller's rollback, so the caller must write on
         this connection itself then."""
+        from forensics import store
+
         if in_transaction(self.con):
             return None
-        other = Sink(self.con.cursor(), self.file_id, self._tables)
+        other = Sink(store.cursor(self.con), self.file_id, self._tables)
         other.rows, other._count_lock = self.rows, self._count_lock
         return other
 

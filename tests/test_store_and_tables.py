@@ -128,3 +128,50 @@ def test_broken_manifest_is_a_reject_and_the_bundle_still_ingests(ingest_files):
         con, "SELECT locator, reason, excerpt FROM rejects WHERE reason LIKE 'manifest%'"
     ) == [("line 3", "manifest.invalid", "timezone = Europe/Berlin")]
     assert rows(con, "SELECT status FROM evidence WHERE kind = 'manifest'") == [("failed",)]
+
+
+def _insert_events(con, n: int) -> None:
+    con.execute(
+        """INSERT INTO events (ts, charger_id, channel, layer, kind, severity, code, file_id)
+           SELECT TIMESTAMP '2026-06-01' + to_microseconds(i), 'CP' || (i % 97), 'backend',
+                  'ocpp', 'ocpp.call', 'info', 'Heartbeat', 1
+           FROM range(?) r(i)""",
+        [n],
+    )
+
+
+def _row_groups(con, table: str) -> list[int]:
+    """Rows in each row group of a table, as stored."""
+    return [
+        r[1]
+        for r in rows(
+            con,
+            f"""SELECT row_group_id, sum(count) FROM pragma_storage_info('{table}')
+                WHERE column_path = '[0]' GROUP BY ALL ORDER BY 1""",
+        )
+    ]
+
+
+def test_a_bulk_insert_goes_straight_to_the_case_file(tmp_path):
+    """A file's insert of 10^4-10^5 rows is written compressed as it is inserted, not
+    through the WAL and a later checkpoint (store.ROW_GROUP_SIZE), by every writer."""
+    db = tmp_path / "case.duckdb"
+    wal = tmp_path / "case.duckdb.wal"
+    n = 3 * store.ROW_GROUP_SIZE + 100  # less than one row group at DuckDB's default size
+    con = store.connect(db)
+    _insert_events(con, n)
+    # at the default size these rows would be ~4MB of WAL
+    assert not wal.exists() or wal.stat().st_size < 512 << 10
+    assert rows(con, "SELECT current_setting('temp_directory')") == [(f"{db}.tmp",)]
+    con.close()
+    con = store.connect(db)  # a second writer keeps the size (it is not kept in the file)
+    other = store.cursor(con)  # another thread's connection writes to the same case
+    _insert_events(other, n)
+    other.close()
+    con.execute("CHECKPOINT")
+    groups = _row_groups(con, "events")
+    assert sum(groups) == 2 * n and max(groups) <= store.ROW_GROUP_SIZE and len(groups) >= 6
+    con.close()
+    ro = store.connect(db, read_only=True)
+    assert rows(ro, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(2 * n, 2 * n)]
+    ro.close()
