@@ -323,9 +323,10 @@ def test_read_ahead_gives_what_reading_in_turn_gives(tmp_path, monkeypatch):
 
 
 def test_ocpp_close_in_a_small_duckdb_budget_gives_the_same_rows(tmp_path, monkeypatch):
-    """A capture stages its OCPP frames with DuckDB's automatic checkpoint deferred and
-    closes them under CLOSE_MEMORY: the same tables as under the case's own limit, and both
-    settings are back to the case's afterwards (fleet traffic, several staged batches)."""
+    """A capture stages its OCPP frames with DuckDB's automatic checkpoint deferred, on
+    STAGING_THREADS, and closes them under CLOSE_MEMORY with all threads: the same tables as
+    under the case's own limit, and the settings are back to the case's afterwards (fleet
+    traffic, several staged batches)."""
     sys.path.insert(0, str(SAMPLES.parent / "bench"))
     import _pcap_fleet
 
@@ -344,6 +345,7 @@ def test_ocpp_close_in_a_small_duckdb_budget_gives_the_same_rows(tmp_path, monke
         "stage_ocpp",
         lambda src, sink, f, **kw: (
             seen.append(("stage", setting(sink.con, "checkpoint_threshold")))
+            or seen.append(("stage threads", setting(sink.con, "threads")))
             or stage(src, sink, f, **kw)
         ),
     )
@@ -351,7 +353,9 @@ def test_ocpp_close_in_a_small_duckdb_budget_gives_the_same_rows(tmp_path, monke
         parser,
         "close_frames",
         lambda src, sink: (
-            seen.append(("close", setting(sink.con, "memory_limit"))) or close(src, sink)
+            seen.append(("close", setting(sink.con, "memory_limit")))
+            or seen.append(("close threads", setting(sink.con, "threads")))
+            or close(src, sink)
         ),
     )
     runs = {}
@@ -359,15 +363,20 @@ def test_ocpp_close_in_a_small_duckdb_budget_gives_the_same_rows(tmp_path, monke
         monkeypatch.setattr(parser, "CLOSE_MEMORY", budget)
         case = tmp_path / f"{budget}.duckdb"
         con = store.connect(case)
-        before = [setting(con, n) for n in ("memory_limit", "checkpoint_threshold")]
+        con.execute("SET threads = 2")  # the case's own, whatever this machine has
+        names = ("memory_limit", "checkpoint_threshold", "threads")
+        before = [setting(con, n) for n in names]
         parser.PcapParser().parse(Source(cap, cap.name), Sink(con, 1, set(store.table_names(con))))
-        assert [setting(con, n) for n in ("memory_limit", "checkpoint_threshold")] == before
+        assert [setting(con, n) for n in names] == before
         con.close()
         runs[budget] = case_rows(case)
     # while packets are read: STAGING_CHECKPOINT (as DuckDB shows it); the rest at the end
     stages = [v for k, v in seen if k == "stage"]
     assert stages.count("14.9 GiB") >= 6 and set(stages) == {"14.9 GiB", "16.0 MiB"}
     assert [v for k, v in seen if k == "close"] == ["488.2 MiB", "61.0 MiB"]
+    threads = [v for k, v in seen if k == "stage threads"]
+    assert threads.count(int(parser.STAGING_THREADS)) >= 6, threads
+    assert [v for k, v in seen if k == "close threads"] == [2, 2]
     assert len(runs["64MB"]["ocpp_messages"]) > 4000
     for t in CASE_TABLES:
         assert runs["64MB"][t] == runs["64GB"][t], t
