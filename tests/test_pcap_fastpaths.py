@@ -274,7 +274,7 @@ def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read
 
     def spy(self, *a):
         out = bulk(self, *a)
-        taken.append(0 if out is None else int(out[0].sum()))
+        taken.append(0 if out is None else int(out.sum()))
         return out
 
     monkeypatch.setattr(parser.Capture, "_take_texts", spy)
@@ -289,6 +289,43 @@ def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read
     assert len(runs["bulk"]["ocpp_messages"]) > sum(taken)
     for t in CASE_TABLES:
         assert runs["bulk"][t] == runs["one_by_one"][t], t
+
+
+def test_capture_messages_are_numbered_in_frame_order(tmp_path, monkeypatch):
+    """OCPP messages are collected flow by flow; they are numbered (seq) in the order of
+    the frames that carried them, so one charger's several flows in one chunk (fleet
+    traffic: every charger has a few) neither make clock jumps that never were (capture
+    time only moves forward) nor hide a CALLRESULT behind its CALL from the pairing."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _pcap_fleet.write(bundle / "fleet.pcapng", 60_000)
+    monkeypatch.setattr(parser, "OCPP_BATCH", 2000)  # several staged batches
+    rep = ingest.ingest([bundle], tmp_path / "case.duckdb", tmp_path / "w")
+    assert rep.parsed == 1 and not rep.failed, rep
+    con = duckdb.connect(str(tmp_path / "case.duckdb"))
+    flows_per_charger = con.execute(
+        "SELECT max(n) FROM (SELECT count(*) n FROM ws_sessions GROUP BY charger_id)"
+    ).fetchone()[0]
+    messages, backwards = con.execute(
+        """SELECT count(*), count(*) FILTER (WHERE line < prev OR ts < prev_ts)
+           FROM (SELECT line, ts, lag(line) OVER w prev, lag(ts) OVER w prev_ts
+                 FROM ocpp_messages WINDOW w AS (ORDER BY seq))"""
+    ).fetchone()
+    jumps = con.execute("SELECT count(*) FROM events WHERE kind = 'clock.jump'").fetchone()[0]
+    # a CALL whose CALLRESULT (same charger and unique id) came later has its latency
+    unpaired = con.execute(
+        """SELECT count(*) FROM ocpp_messages c
+           WHERE c.message_type = 2 AND c.response_ms IS NULL AND EXISTS (
+             SELECT 1 FROM ocpp_messages r
+             WHERE r.message_type = 3 AND r.charger_id = c.charger_id
+               AND r.unique_id = c.unique_id AND r.line > c.line)"""
+    ).fetchone()[0]
+    con.close()
+    assert flows_per_charger > 2 and messages > 5000
+    assert (backwards, jumps, unpaired) == (0, 0, 0)
 
 
 def test_read_ahead_gives_what_reading_in_turn_gives(tmp_path, monkeypatch):

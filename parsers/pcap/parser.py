@@ -83,11 +83,15 @@ class Capture:
         self.not_ip = 0
         self.first_ts: int | None = None
         self.last_ts = 0
-        self.touched: set[int] = set()  # WebSocket flows that got payload in this chunk
+        self.touched: set[int] = set()  # WebSocket flows that got messages in this chunk
         self.ocpp_ready = OcppFrames()  # OCPP frames whose charger is known (ws path)
         self.ocpp_staged = 0
         self.malformed: list[tuple[int, str]] = []  # (frame, error) where payload parsing stopped
         self.quiet: set[int] = set()  # TLS flows of which only alerts are followed now
+        # messages taken in bulk in this chunk: columns (direction, frame, ts, text) and each
+        # flow's span in them, handed on by _take_ocpp
+        self._columns: tuple[list, list, list, list] | None = None
+        self._spans: dict[int, tuple[int, int]] = {}
 
     def feed(self, chunk, pk=None) -> None:
         """Folds one chunk in; `pk` is its decode() when already done."""
@@ -142,16 +146,10 @@ class Capture:
         # in bulk; the flow takes them if its stream is in the state feed() expects
         ws = np.flatnonzero(kind[pick] == APP_HTTP)
         texts = single_text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else {}
-        # (position in pick, flow) where each flow joins `touched`, in packet order as the
-        # loop alone would add them: that order numbers the OCPP messages (seq)
-        adds: list[tuple[int, int]] = []
-        kept = None
         if texts and self.bulk:
             cols = (gid[pick], d[pick], ln[pick], rel, frames_a, tss_a)
-            bulk = self._take_texts(ws, texts, *(c[ws] for c in cols))
-            if bulk is not None:  # those segments are done: the loop gets the rest
-                taken, firsts = bulk
-                adds = [(int(ws[p]), g) for p, g in firsts]
+            taken = self._take_texts(ws, texts, *(c[ws] for c in cols))
+            if taken is not None:  # those segments are done: the loop gets the rest
                 texts = {p: t for p, t in texts.items() if not taken[p]}
                 rest = np.ones(len(pick), dtype=bool)
                 rest[ws[taken]] = False
@@ -159,9 +157,8 @@ class Capture:
                 pick, rel, frames_a, tss_a = pick[kept], rel[kept], frames_a[kept], tss_a[kept]
                 ws = np.searchsorted(kept, ws)  # positions in the new pick (of those kept)
         fast = {int(ws[p]): t for p, t in texts.items()}
-        looped: list[tuple[int, int]] = []
         frames, tss = frames_a.tolist(), tss_a.tolist()
-        firsts, quiet = first_byte[pick].tolist(), self.quiet
+        firsts, quiet, touched = first_byte[pick].tolist(), self.quiet, self.touched
         for j, (g, dd, o, n, s) in enumerate(
             zip(
                 gid[pick].tolist(),
@@ -187,26 +184,20 @@ class Capture:
                 continue
             kind = self.app[g]
             if kind == APP_HTTP:
-                looped.append((j, g))
+                touched.add(g)
             elif kind == APP_TLS and not h.active:
                 self.app[g] = kind = APP_TLS_DONE
             if kind == APP_TLS_DONE and min(h.app_records) >= QUIET_AFTER:
                 quiet.add(g)
-        if adds:
-            keptl = kept.tolist()
-            adds.extend((keptl[j], g) for j, g in looped)
-            adds.sort()
-        else:
-            adds = looped
-        self.touched.update(g for _, g in adds)
         self._take_ocpp()
 
     def _take_texts(self, ws, texts, g, d, n, seq, frames, tss):
         """Flows whose every WebSocket segment in this chunk is one whole text frame that
         continues its stream in order (nothing buffered): all taken at once, as take_text
         would take them one by one. Arrays are per WebSocket segment (positions in `ws`,
-        packet order). Returns (mask of the segments taken, [(position of each taken
-        flow's first segment, flow)]), or None when no flow qualifies."""
+        packet order). A taken flow whose charger is known and which holds no earlier
+        message hands its messages on as columns (`_take_ocpp`), not one tuple each.
+        Returns the mask of the segments taken, or None when no flow qualifies."""
         has = np.zeros(len(ws), dtype=bool)
         has[list(texts)] = True
         flows, inv = np.unique(g, return_inverse=True)
@@ -241,30 +232,41 @@ class Capture:
         gl, dl, pl = gs.tolist(), ds.tolist(), by_flow.tolist()
         fl, tl = frames[by_flow].tolist(), tss[by_flow].tolist()
         tx = [texts[p] for p in pl]
-        firsts = []
+        self._columns = (dl, fl, tl, tx)
         for k, (i, j) in enumerate(zip(starts.tolist(), ends, strict=True)):
-            h = self.handlers[gl[i]]
-            h.messages.extend(zip(dl[i:j], fl[i:j], tl[i:j], tx[i:j], strict=True))
+            g = gl[i]
+            h = self.handlers[g]
+            if not h.messages and h.charger()[0]:
+                self._spans[g] = (i, j)
+            else:
+                h.messages.extend(zip(dl[i:j], fl[i:j], tl[i:j], tx[i:j], strict=True))
+            self.touched.add(g)
             h.counts["c2s"] += c2s_n[k]
             h.counts["s2c"] += (j - i) - c2s_n[k]
             for dd in (0, 1):
                 if used[dd][k]:
                     h.streams[dd].next += used[dd][k]
                     h.streams[dd].consumed += used[dd][k]
-            firsts.append((pl[i], gl[i]))
-        return taken, firsts
+        return taken
 
     def _take_ocpp(self) -> None:
         """Moves OCPP text messages of WebSocket flows whose charge point id is in the
         upgrade path out of the flow (memory stays flat on long captures); the others
-        wait for attribution at the end."""
+        wait for attribution at the end. Flow by flow (OcppFrames.table puts them in frame
+        order)."""
+        spans, self._spans = self._spans, {}
         for g in self.touched:
             h = self.handlers[g]
-            up = h.upgrade() if h.messages else None
-            if up is None or not up.charge_point_id:
+            span = spans.get(g)
+            if span is not None:  # taken in bulk by _take_texts: columns of this chunk
+                i, j = span
+                self.ocpp_ready.add_columns(*h.charger(), *(c[i:j] for c in self._columns))
                 continue
-            self.ocpp_ready.add_flow(h, up.charge_point_id, up.accepted)
+            cp, version = h.charger() if h.messages else (None, None)
+            if cp:
+                self.ocpp_ready.add_flow(h, cp, version)
         self.touched.clear()
+        self._columns = None
 
 
 @register

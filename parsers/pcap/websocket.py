@@ -14,6 +14,9 @@ import base64
 import binascii
 import struct
 import zlib
+from collections.abc import Sequence
+from itertools import compress
+from operator import itemgetter
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -73,6 +76,7 @@ class WsFlow:
         self.bad_frames = 0
         self.deflate: list | None = None  # permessage-deflate (RFC 7692): per-side inflaters
         self.no_takeover = (False, False)
+        self._charger: tuple[str | None, str | None] | None = None  # charger(), once known
 
     def feed(self, d: int, seq: int, data: bytes, frame: int, ts: int) -> None:
         st = self.streams[d]
@@ -307,6 +311,17 @@ class WsFlow:
         ups = [e for e in self.exchanges if e.upgrade]
         return ups[-1] if ups else (self.exchanges[-1] if self.exchanges else None)
 
+    def charger(self) -> tuple[str | None, str | None]:
+        """(charge point id in the upgrade path, accepted subprotocol), (None, None) before
+        any exchange; kept once the flow speaks WebSocket (no HTTP follows then)."""
+        if self._charger is not None:
+            return self._charger
+        up = self.upgrade()
+        got = (up.charge_point_id, up.accepted) if up is not None else (None, None)
+        if self.ws:
+            self._charger = got
+        return got
+
 
 def single_text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> dict[int, str]:
     """Segments (payload at a[off : off + ln]) that hold exactly one complete unfragmented
@@ -383,34 +398,52 @@ class OcppFrames:
 
     def add_flow(self, h: WsFlow, charger_id: str | None, version: str | None) -> None:
         """The flow's text messages (then cleared from the flow)."""
+        if h.messages:
+            self.add_columns(charger_id, version, *zip(*h.messages, strict=True))
+            h.messages.clear()
+
+    def add_columns(self, charger_id: str | None, version: str | None, d: Sequence[int],
+                    frame: Sequence[int], ts: Sequence[int], text: Sequence[str]) -> None:  # fmt: skip
+        """Text messages of one flow as columns: side (0 client, 1 server), frame, time,
+        text; those that are not JSON arrays are left out."""
         # _is_array inline: this runs once per OCPP message of a capture
-        msgs = [m for m in h.messages if m[3][:1] == "[" or m[3].lstrip()[:1] == "["]
-        h.messages.clear()
-        if not msgs:
-            return
-        d, frame, ts, text = zip(*msgs, strict=True)
+        keep = [t[:1] == "[" or t.lstrip()[:1] == "[" for t in text]
+        if not all(keep):
+            d, frame, ts, text = (list(compress(c, keep)) for c in (d, frame, ts, text))
         self.ts.extend(ts)
-        self.charger.extend([charger_id] * len(msgs))
+        self.charger.extend([charger_id] * len(ts))
         self.direction.extend(map(_DIRECTION.__getitem__, d))
         self.text.extend(text)
         self.line.extend(frame)
-        self.version.extend([version] * len(msgs))
+        self.version.extend([version] * len(ts))
 
     def table(self):
-        """The store_frames table (ts timestamp[us] UTC, locator 'frame N')."""
+        """The store_frames table (ts timestamp[us] UTC, locator 'frame N'), in frame order:
+        store_frames numbers the messages (seq) in the order given, and a file's seq is the
+        order its messages were sent in. Messages are collected flow by flow, so two flows
+        of one charger (a reconnect, a backend's view) would otherwise interleave wrongly,
+        e.g. into clock jumps that never were. The sort is stable (messages completed by one
+        frame keep their order) and reorders the lists, not Arrow buffers: pyarrow's pool
+        would keep a second copy of every staged batch (+15 MB peak at 1M packets)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        line = pa.array(self.line, pa.int64())
+        cols = (self.ts, self.charger, self.direction, self.text, self.line, self.version)
+        order = np.array(self.line, np.int64)
+        if len(order) > 1 and (order[1:] < order[:-1]).any():
+            pick = itemgetter(*np.argsort(order, kind="stable").tolist())
+            cols = tuple(pick(c) for c in cols)
+        ts, charger, direction, text, line, version = cols
+        line = pa.array(line, pa.int64())
         return pa.table(
             {
-                "ts": pa.array(self.ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                "charger_id": pa.array(self.charger, pa.string()),
-                "direction": pa.array(self.direction, pa.string()),
-                "frame": pa.array(self.text, pa.string()),
+                "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+                "charger_id": pa.array(charger, pa.string()),
+                "direction": pa.array(direction, pa.string()),
+                "frame": pa.array(text, pa.string()),
                 "locator": pc.binary_join_element_wise("frame ", line.cast(pa.string()), ""),
                 "line": line,
-                "ocpp_version": pa.array(self.version, pa.string()),
+                "ocpp_version": pa.array(version, pa.string()),
             }
         )
 
