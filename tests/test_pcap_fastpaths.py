@@ -23,7 +23,7 @@ from forensics.parsers.base import Sink, Source
 from forensics.parsers.pcap import parser, pcapng, tcp
 from forensics.parsers.pcap.decode import decode
 from forensics.parsers.pcap.reader import CaptureReader
-from forensics.parsers.pcap.websocket import WsFlow, single_text_frames, unmask
+from forensics.parsers.pcap.websocket import WsFlow, text_frames, unmask
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_traces"
 
@@ -137,14 +137,15 @@ frames = st.builds(
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.tuples(frames, st.integers(0, 400)), min_size=1, max_size=12))
-def test_single_text_frames_match_the_frame_parser(segs):
-    """Whatever single_text_frames takes, feeding the segment to a fresh WebSocket flow
+def test_text_frames_match_the_frame_parser(segs):
+    """Whatever text_frames takes, feeding the segment to a fresh WebSocket flow
     yields exactly that one text message and consumes it whole."""
     data = [f[:cut] if cut < len(f) and cut % 3 == 0 else f for f, cut in segs]
     buf = b"".join(data)
     off = np.cumsum([0] + [len(x) for x in data[:-1]]).astype(np.int64)
     ln = np.array([len(x) for x in data], dtype=np.int64)
-    texts = single_text_frames(np.frombuffer(buf, dtype=np.uint8), off, ln)
+    pos, found = text_frames(np.frombuffer(buf, dtype=np.uint8), off, ln)
+    texts = dict(zip(pos.tolist(), found, strict=True))
     for i, seg in enumerate(data):
         h = WsFlow()
         h.ws, h.streams[0].next = True, 0  # upgraded, in order

@@ -1,6 +1,6 @@
 """The native scanner (parsers/pcap/_pcapscan.c) gives what the numpy/Python code it stands
 in for gives: the pcapng EPB walk (pcapng._EpbRun), the header decode (decode.decode_numpy)
-and the WebSocket text decode (websocket.single_text_frames' loop), on every real capture
+and the WebSocket text decode (websocket.text_frames' loop), on every real capture
 here, on their damaged copies, and on fuzzed packets and frames."""
 
 from __future__ import annotations
@@ -186,10 +186,11 @@ def test_websocket_texts_as_the_python_loop(segs):
     off = np.cumsum([0] + [len(x) for x in data[:-1]]).astype(np.int64)
     ln = np.array([len(x) for x in data], dtype=np.int64)
     a = np.frombuffer(buf, dtype=np.uint8)
-    native = websocket.single_text_frames(a, off, ln)
+    pos, native = websocket.text_frames(a, off, ln)
     with pytest.MonkeyPatch.context() as m:
         m.setattr(websocket, "_pcapscan", None)
-        assert native == websocket.single_text_frames(a, off, ln)
+        pos_py, loop = websocket.text_frames(a, off, ln)
+    assert (pos.tolist(), native) == (pos_py.tolist(), loop)
 
 
 def test_websocket_texts_refuse_what_lies_outside_the_buffer():

@@ -6,7 +6,7 @@
  * real and damaged captures. Every read is checked against the buffer's length, and the
  * loops run without the GIL, so the read-ahead thread no longer competes with the packet
  * loop for it. A third helper turns the payloads of WebSocket text frames found in bulk into
- * str (websocket.single_text_frames), the per-frame step of the packet loop.
+ * str (websocket.text_frames), the per-frame step of the packet loop.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -495,7 +495,7 @@ r0:
 /* texts(buf, start, end, masked) -> list[str]
  * The text of each frame payload buf[start[i]:end[i]], unmasked with the 4 bytes before
  * it where masked[i] (RFC 6455 5.3), decoded as UTF-8 with replacement characters: what
- * websocket.single_text_frames makes of each one in Python. */
+ * websocket.text_frames makes of each one in Python. */
 static PyObject *texts(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *ob, *os, *oe, *om;

@@ -15,6 +15,8 @@ import re
 import struct
 import zlib
 from contextlib import contextmanager
+from itertools import compress
+from operator import itemgetter
 
 import numpy as np
 
@@ -45,7 +47,7 @@ from forensics.parsers.pcap.websocket import (
     OcppFrames,
     WsFlow,
     looks_like_http,
-    single_text_frames,
+    text_frames,
 )
 
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
@@ -145,18 +147,19 @@ class Capture:
         # WebSocket segments holding one whole text frame (most OCPP messages) are decoded
         # in bulk; the flow takes them if its stream is in the state feed() expects
         ws = np.flatnonzero(kind[pick] == APP_HTTP)
-        texts = single_text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else {}
+        tpos, texts = text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else (ws, [])
         if texts and self.bulk:
             cols = (gid[pick], d[pick], ln[pick], rel, frames_a, tss_a)
-            taken = self._take_texts(ws, texts, *(c[ws] for c in cols))
+            taken = self._take_texts(ws, tpos, texts, *(c[ws] for c in cols))
             if taken is not None:  # those segments are done: the loop gets the rest
-                texts = {p: t for p, t in texts.items() if not taken[p]}
+                left = ~taken[tpos]
+                tpos, texts = tpos[left], list(compress(texts, left.tolist()))
                 rest = np.ones(len(pick), dtype=bool)
                 rest[ws[taken]] = False
                 kept = np.flatnonzero(rest)
                 pick, rel, frames_a, tss_a = pick[kept], rel[kept], frames_a[kept], tss_a[kept]
                 ws = np.searchsorted(kept, ws)  # positions in the new pick (of those kept)
-        fast = {int(ws[p]): t for p, t in texts.items()}
+        fast = dict(zip(ws[tpos].tolist(), texts, strict=True))
         frames, tss = frames_a.tolist(), tss_a.tolist()
         firsts, quiet, touched = first_byte[pick].tolist(), self.quiet, self.touched
         for j, (g, dd, o, n, s) in enumerate(
@@ -191,15 +194,15 @@ class Capture:
                 quiet.add(g)
         self._take_ocpp()
 
-    def _take_texts(self, ws, texts, g, d, n, seq, frames, tss):
+    def _take_texts(self, ws, tpos, texts, g, d, n, seq, frames, tss):
         """Flows whose every WebSocket segment in this chunk is one whole text frame that
         continues its stream in order (nothing buffered): all taken at once, as take_text
         would take them one by one. Arrays are per WebSocket segment (positions in `ws`,
-        packet order). A taken flow whose charger is known and which holds no earlier
+        packet order); `texts` are those of the segments at `tpos` (text_frames). A taken flow whose charger is known and which holds no earlier
         message hands its messages on as columns (`_take_ocpp`), not one tuple each.
         Returns the mask of the segments taken, or None when no flow qualifies."""
         has = np.zeros(len(ws), dtype=bool)
-        has[list(texts)] = True
+        has[tpos] = True
         flows, inv = np.unique(g, return_inverse=True)
         ok_flow = np.bincount(inv, weights=~has, minlength=len(flows)) == 0
         # each direction's segments must follow one another: seq = previous seq + length
@@ -229,9 +232,9 @@ class Capture:
         ends = np.r_[starts[1:], len(gs)].tolist()
         c2s_n = np.add.reduceat((ds == 0).astype(np.int64), starts).tolist()
         used = [np.add.reduceat(ns * (ds == dd), starts).tolist() for dd in (0, 1)]
-        gl, dl, pl = gs.tolist(), ds.tolist(), by_flow.tolist()
+        gl, dl = gs.tolist(), ds.tolist()
         fl, tl = frames[by_flow].tolist(), tss[by_flow].tolist()
-        tx = [texts[p] for p in pl]
+        tx = _pick(texts, np.searchsorted(tpos, by_flow).tolist())
         self._columns = (dl, fl, tl, tx)
         for k, (i, j) in enumerate(zip(starts.tolist(), ends, strict=True)):
             g = gl[i]
@@ -267,6 +270,13 @@ class Capture:
                 self.ocpp_ready.add_flow(h, cp, version)
         self.touched.clear()
         self._columns = None
+
+
+def _pick(items: list, idx: list[int]) -> list:
+    """[items[i] for i in idx], without a Python step per item."""
+    if len(idx) < 2:
+        return [items[i] for i in idx]
+    return list(itemgetter(*idx)(items))
 
 
 @register

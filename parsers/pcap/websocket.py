@@ -186,7 +186,7 @@ class WsFlow:
 
     def take_text(self, d: int, seq: int, n: int, text: str, frame: int, ts: int) -> bool:
         """A segment of n bytes that is exactly one unfragmented text frame, decoded in
-        bulk by `single_text_frames`: taken as `feed` would take it (in order, nothing
+        bulk by `text_frames`: taken as `feed` would take it (in order, nothing
         buffered) and True; False when the stream is not in that state (then `feed`)."""
         st = self.streams[d]
         if not self.ws or st.next != seq or st.buf or st._pending:
@@ -323,15 +323,16 @@ class WsFlow:
         return got
 
 
-def single_text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> dict[int, str]:
+def text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Segments (payload at a[off : off + ln]) that hold exactly one complete unfragmented
     text frame (FIN, opcode 1, no RSV bits, length below 64 KiB), unmasked and decoded in
-    bulk: {position in off: text}. What `_frames_direct` would make of them, byte for byte.
-    The native scanner unmasks and decodes them when built; the loop below is its reference."""
+    bulk: their positions in off (ascending) and their texts. What `_frames_direct` would
+    make of them, byte for byte. The native scanner unmasks and decodes them when built;
+    the loop below is its reference."""
     n_all = len(a)
     ok = ln >= 2
     if not ok.any():
-        return {}
+        return _NO_POSITIONS, []
     o = np.where(ok, off, 0)
     b0 = np.where(ok, a[np.minimum(o, n_all - 1)], 0)
     b1 = np.where(ok, a[np.minimum(o + 1, n_all - 1)], 0)
@@ -345,22 +346,24 @@ def single_text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> dict[i
     ok &= hdr + plen == ln
     pos = np.flatnonzero(ok)
     if not len(pos):
-        return {}
+        return _NO_POSITIONS, []
     start, end = o[pos] + hdr[pos], o[pos] + ln[pos]
     if _pcapscan is not None:
         got = _pcapscan.texts(
             a, *(np.ascontiguousarray(x, np.int64) for x in (start, end, masked[pos]))
         )
-        return dict(zip(pos.tolist(), got, strict=True))
+        return pos, got
     buf = a.data  # the chunk's bytes, sliced without a copy of the whole
-    out = {}
-    for p, s, e, m in zip(pos.tolist(), start.tolist(), end.tolist(), masked[pos].tolist(),
-                          strict=True):  # fmt: skip
+    out = []
+    for s, e, m in zip(start.tolist(), end.tolist(), masked[pos].tolist(), strict=True):
         payload = bytes(buf[s:e])
         if m:
             payload = unmask(payload, bytes(buf[s - 4 : s]))
-        out[p] = payload.decode("utf-8", "replace")
-    return out
+        out.append(payload.decode("utf-8", "replace"))
+    return pos, out
+
+
+_NO_POSITIONS = np.zeros(0, dtype=np.int64)
 
 
 def unmask(payload: bytes, key: bytes) -> bytes:
