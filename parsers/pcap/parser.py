@@ -85,7 +85,7 @@ class Capture:
         self.not_ip = 0
         self.first_ts: int | None = None
         self.last_ts = 0
-        self.touched: set[int] = set()  # WebSocket flows that got messages in this chunk
+        self.touched: set[int] = set()  # WebSocket flows that got payload in this chunk
         self.ocpp_ready = OcppFrames()  # OCPP frames whose charger is known (ws path)
         self.ocpp_staged = 0
         self.malformed: list[tuple[int, str]] = []  # (frame, error) where payload parsing stopped
@@ -198,8 +198,9 @@ class Capture:
         """Flows whose every WebSocket segment in this chunk is one whole text frame that
         continues its stream in order (nothing buffered): all taken at once, as take_text
         would take them one by one. Arrays are per WebSocket segment (positions in `ws`,
-        packet order); `texts` are those of the segments at `tpos` (text_frames). A taken flow whose charger is known and which holds no earlier
-        message hands its messages on as columns (`_take_ocpp`), not one tuple each.
+        packet order); `texts` are those of the segments at `tpos` (text_frames). A taken
+        flow whose charger is known and which holds no earlier message hands its messages
+        on as columns (`_take_ocpp`), not one tuple each.
         Returns the mask of the segments taken, or None when no flow qualifies."""
         has = np.zeros(len(ws), dtype=bool)
         has[tpos] = True
