@@ -292,6 +292,40 @@ def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read
         assert runs["bulk"][t] == runs["one_by_one"][t], t
 
 
+def test_many_new_flows_in_one_chunk(tmp_path, monkeypatch):
+    """A chunk that brings more than twice the flows seen so far (a fleet reconnecting at
+    once after a quiet spell) leaves every new flow's payload kind unknown until its own
+    first payload: the same flows, handshakes and sessions as with room for all from the
+    start (the kinds of earlier flows were copied onto new ones, which then had no
+    handler)."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    quiet, burst = tmp_path / "quiet.pcapng", tmp_path / "burst.pcapng"
+    _pcap_fleet.write(quiet, 1500)
+    _pcap_fleet.write(burst, 40_000)
+    rejects: list = []
+    readers = [CaptureReader(io.BytesIO(f.read_bytes()), lambda *a: rejects.append(a))
+               for f in (quiet, burst)]  # fmt: skip
+    chunks = [c for r in readers for c in r.chunks()]
+    assert len(chunks) == 2 and not rejects
+    seen = {}
+    for slots in (1024, 2):
+        monkeypatch.setattr(parser, "APP_SLOTS", slots)
+        cap = parser.Capture()
+        for chunk in chunks:
+            cap.feed(chunk)
+            if slots == 2 and chunk is chunks[0]:
+                assert 2 <= cap.flows.n <= 8  # the burst brings far more than twice that
+        assert cap.flows.n > 40
+        seen[slots] = (
+            cap.app[: cap.flows.n].tolist(),
+            {g: type(h).__name__ for g, h in cap.handlers.items()},
+            len(cap.ocpp_ready),
+        )
+    assert seen[2] == seen[1024]
+
+
 def test_capture_messages_are_numbered_in_frame_order(tmp_path, monkeypatch):
     """OCPP messages are collected flow by flow; they are numbered (seq) in the order of
     the frames that carried them, so one charger's several flows in one chunk (fleet

@@ -63,6 +63,7 @@ STAGING_THREADS = "1"
 
 
 APP_UNKNOWN, APP_TLS, APP_TLS_DONE, APP_HTTP, APP_OTHER = 0, 1, 2, 3, 4
+APP_SLOTS = 1024  # flows whose payload kind is kept before the array grows
 # A TLS flow past its handshake with this many application records each way: more records
 # change nothing reported (TlsFlow.established needs 2 each way, TlsFlow.finish reads the
 # last record only while there are at most 2), so only its alerts are followed from then on.
@@ -76,7 +77,7 @@ class Capture:
 
     def __init__(self) -> None:
         self.flows = FlowTable()
-        self.app = np.zeros(1024, dtype=np.int8)
+        self.app = np.full(APP_SLOTS, APP_UNKNOWN, dtype=np.int8)  # payload kind per flow
         self.handlers: dict[int, TlsFlow | WsFlow] = {}
         self.dns = DnsLog()
         self.packets = 0
@@ -107,9 +108,10 @@ class Capture:
             self.first_ts = int(chunk.ts_us[0]) if self.first_ts is None else self.first_ts
             self.last_ts = max(self.last_ts, int(chunk.ts_us.max()))
         idx, gid, d = self.flows.update(pk)
-        if len(self.app) < self.flows.n:
-            self.app = np.resize(self.app, max(self.flows.n, 2 * len(self.app)))
-            self.app[len(self.app) // 2 :] = APP_UNKNOWN
+        if len(self.app) < self.flows.n:  # new flows start unknown, however many came
+            grown = np.full(max(self.flows.n, 2 * len(self.app)), APP_UNKNOWN, dtype=np.int8)
+            grown[: len(self.app)] = self.app
+            self.app = grown
         self._payloads(pk, idx, gid, d)
         self.dns.feed(pk)
 
