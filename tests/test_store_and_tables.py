@@ -175,3 +175,11 @@ def test_a_bulk_insert_goes_straight_to_the_case_file(tmp_path):
     ro = store.connect(db, read_only=True)
     assert rows(ro, "SELECT count(*), count(DISTINCT event_id) FROM events") == [(2 * n, 2 * n)]
     ro.close()
+
+
+def test_can_inserts_are_cut_on_whole_row_groups():
+    """The CAN writer's inserts stay whole row groups of the case (none left for the WAL)."""
+    from forensics.parsers.can import frames
+
+    assert frames.ROW_GROUP_ROWS % store.ROW_GROUP_SIZE == 0
+    assert frames.WRITE_ROWS % store.ROW_GROUP_SIZE == 0

@@ -22,7 +22,9 @@ from forensics.parsers.base import BATCH_ROWS, OneInFlight, Sink, Source
 from forensics.parsers.can import timebase
 from forensics.parsers.can.errorclass import ErrorInfo
 
-ROW_GROUP_ROWS = 122_880  # DuckDB's row group size: inserts are cut on its multiples
+# inserts are cut on multiples of this, a whole number of the case's row groups
+# (store.ROW_GROUP_SIZE), so every row goes straight to the file and none to the WAL
+ROW_GROUP_ROWS = 122_880
 WRITE_ROWS = 4 * ROW_GROUP_ROWS  # frames pooled per insert (twice that: peak RSS +25 % at 10M)
 # DuckDB's cache of written blocks is dropped after this many rows (Sink.evict_cache): after
 # every insert cost 5 % of a 10M candump ingest (page faults), after every third ~30 MB peak
