@@ -338,41 +338,34 @@ _CALL_DIRECTION = """coalesce(p.direction,
   CASE WHEN p.message_type = 2 AND p.action <> 'DataTransfer' THEN
     CASE WHEN p.action IN (SELECT unnest($cp)) THEN 'cp_to_csms' ELSE 'csms_to_cp' END END)"""
 
-# Each result belongs to the latest earlier CALL of its charger and unique id (a window over
-# the group, linear even when a charger reuses ids); a CALL's latency is to its first result.
-# The pairing reads only the narrow columns it needs; the wide ones (payload, the fields read
-# from it, ...) are read once, in the final select.
+# Each result belongs to the latest earlier CALL of its charger and unique id, and a CALL's
+# latency is to its first result: the next message of its charger and unique id, when that
+# is a result (a later CALL takes over the id). Both come from one window over the messages,
+# partitioned by charger and unique id (linear even when a charger reuses ids), so the wide
+# rows meet no join: with the facts joined back by seq, one hash table per fact, a close of
+# ~1M messages (an 8M-packet capture) ran out of its 128MB budget; this one closes it in
+# 64MB. The CALL's facts travel as one struct, so a CALL of unknown direction still counts.
 _PAIR_SQL = f"""
 CREATE OR REPLACE TABLE {FINAL} AS
-WITH grp AS (
-  SELECT seq, message_type, ts,
-         last_value(CASE WHEN message_type = 2 THEN seq END IGNORE NULLS) OVER w AS c_seq
-  FROM _ocpp_parsed WHERE reject IS NULL
-  WINDOW w AS (PARTITION BY charger_id, unique_id ORDER BY seq
-               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
-),
-calls AS (SELECT p.seq, p.action, p.ts, {_CALL_DIRECTION} AS dir
-          FROM _ocpp_parsed p WHERE p.reject IS NULL AND p.message_type = 2),
-pairs AS (
-  SELECT r.seq AS r_seq, c.seq AS c_seq, c.action, c.dir AS call_dir,
-         date_diff('microsecond', c.ts, r.ts) / 1000.0 AS ms
-  FROM grp r JOIN calls c ON c.seq = r.c_seq
-  WHERE r.message_type IN (3, 4)
-),
-first_result AS (SELECT c_seq, min(r_seq) AS r_seq FROM pairs GROUP BY c_seq)
-SELECT p.seq, p.ts, p.charger_id, p.message_type, p.unique_id,
-       coalesce(p.action, pr.action) AS action, p.payload, p.error_code, p.error_description,
-       v.version, p.locator, p.line, p.pf,
-       coalesce({_CALL_DIRECTION}, CASE pr.call_dir WHEN 'cp_to_csms' THEN 'csms_to_cp'
-                                                    WHEN 'csms_to_cp' THEN 'cp_to_csms' END)
+WITH w AS (
+  SELECT p.*, {_CALL_DIRECTION} AS own_dir,
+    last_value(CASE WHEN p.message_type = 2
+                    THEN {{'action': p.action, 'dir': {_CALL_DIRECTION}}} END IGNORE NULLS)
+      OVER (k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS call,
+    lead(p.message_type) OVER k AS next_type, lead(p.ts) OVER k AS next_ts
+  FROM _ocpp_parsed p WHERE p.reject IS NULL
+  WINDOW k AS (PARTITION BY p.charger_id, p.unique_id ORDER BY p.seq)
+)
+SELECT w.seq, w.ts, w.charger_id, w.message_type, w.unique_id,
+       coalesce(w.action, w.call.action) AS action, w.payload, w.error_code,
+       w.error_description, v.version, w.locator, w.line, w.pf,
+       coalesce(w.own_dir, CASE WHEN w.message_type IN (3, 4) THEN
+                             CASE w.call.dir WHEN 'cp_to_csms' THEN 'csms_to_cp'
+                                             WHEN 'csms_to_cp' THEN 'cp_to_csms' END END)
          AS direction,
-       fp.ms AS response_ms
-FROM _ocpp_parsed p
-LEFT JOIN _versions v USING (charger_id)
-LEFT JOIN pairs pr ON pr.r_seq = p.seq
-LEFT JOIN first_result fr ON fr.c_seq = p.seq
-LEFT JOIN pairs fp ON fp.r_seq = fr.r_seq
-WHERE p.reject IS NULL
+       CASE WHEN w.message_type = 2 AND w.next_type IN (3, 4)
+            THEN date_diff('microsecond', w.ts, w.next_ts) / 1000.0 END AS response_ms
+FROM w LEFT JOIN _versions v USING (charger_id)
 """.replace("$cp", "[" + ",".join(f"'{a}'" for a in sorted(schemas.CP_INITIATED)) + "]")
 
 # A message's schema verdict: CALLs and CALLRESULTs, by version, action and payload text.

@@ -211,3 +211,64 @@ def test_enum_with_digits_is_judged_on_the_original(ingest_files):
     got = rows(con, "SELECT unique_id, schema_valid, schema_error FROM ocpp_messages ORDER BY 1")
     assert got[0][:2] == ("a", True) and got[0][2] is None
     assert got[1][:2] == ("b", False) and "'L2-L2' is not one of" in got[1][2]
+
+
+def _pairing_reference(msgs):
+    """The pairing rules, message by message: a result belongs to the latest earlier CALL of
+    its charger and unique id (its action, and the opposite of that CALL's direction unless
+    it has its own); a CALL's latency is to the next message of its charger and unique id
+    when that is a result. Returns (action, direction, response_ms) per message."""
+    from forensics.parsers._ocpp_schemas import CP_INITIATED
+
+    flip = {"cp_to_csms": "csms_to_cp", "csms_to_cp": "cp_to_csms", None: None}
+    last_call, out = {}, []
+    for i, (cp, mt, uid, action, direction, ms) in enumerate(msgs):
+        key = (cp, uid)
+        if mt == 2:
+            own = direction or (
+                None if action == "DataTransfer"
+                else "cp_to_csms" if action in CP_INITIATED else "csms_to_cp"
+            )  # fmt: skip
+            after = next((m for m in msgs[i + 1 :] if (m[0], m[2]) == key), None)
+            latency = after[5] - ms if after is not None and after[1] != 2 else None
+            out.append((action, own, None if latency is None else float(latency)))
+            last_call[key] = (action, own)
+        else:
+            call_action, call_dir = last_call.get(key, (None, None))
+            out.append((call_action, direction or flip[call_dir], None))
+    return out
+
+
+MESSAGES = st.lists(
+    st.tuples(
+        st.sampled_from(["CP-1", "CP-2"]),
+        st.sampled_from([2, 2, 3, 4]),
+        st.sampled_from(["1", "2", "3"]),
+        st.sampled_from(
+            ["Heartbeat", "DataTransfer", "RemoteStartTransaction", "StatusNotification"]
+        ),
+        st.sampled_from([None, None, "cp_to_csms", "csms_to_cp"]),
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(MESSAGES)
+def test_pairing_follows_the_rules_message_by_message(ingest_files, spec):
+    """CALLs, CALLRESULTs and CALLERRORs of two chargers reusing three ids, in any order,
+    some with a direction of their own: the close pairs them as the rules say (latest
+    earlier CALL; latency to the next message when it is a result)."""
+    msgs, lines = [], []
+    for i, (cp, mt, uid, action, direction) in enumerate(spec):
+        ms = 1000 * i + 7 * (i % 5)
+        ts = f"2026-06-01T12:00:{ms // 1000:02d}.{ms % 1000:03d}Z"
+        frame = {2: [2, uid, action, {}], 3: [3, uid, {}], 4: [4, uid, "InternalError", "", {}]}
+        lines.append(jl(ts, frame[mt], cp=cp, direction=direction))
+        msgs.append((cp, mt, uid, action if mt == 2 else None, direction, ms))
+    _, con = ingest_files({"a.jsonl": "\n".join(lines)})
+    got = rows(con, "SELECT action, direction, response_ms FROM ocpp_messages ORDER BY seq")
+    assert got == _pairing_reference(msgs)

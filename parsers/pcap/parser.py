@@ -53,7 +53,9 @@ from forensics.parsers.pcap.websocket import (
 OCPP_BATCH = 20_000  # OCPP frames staged per store_frames call
 OCPP_EVICT = 100_000  # staged frames held in DuckDB's memory before they go to its temp file
 READ_AHEAD = True  # the next chunk read and decoded in a worker thread (read_ahead)
-CLOSE_MEMORY = "128MB"  # DuckDB memory_limit while the capture's OCPP frames are closed
+# DuckDB memory_limit while the capture's OCPP frames are closed: the close of an 8M-packet
+# capture (950k messages) needs 48-64MB of it; a big capture peaks here at about this more
+CLOSE_MEMORY = "96MB"
 STAGING_CHECKPOINT = "16GB"  # DuckDB checkpoint_threshold while packets are read
 # DuckDB threads while packets are read. The main thread's Python is the packet loop's
 # critical path; DuckDB only parses staged OCPP batches beside it (one in flight), and at
