@@ -275,7 +275,7 @@ def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read
 
     def spy(self, *a):
         out = bulk(self, *a)
-        taken.append(0 if out is None else int(out.sum()))
+        taken.append(0 if out is None else int(out[0].sum()))
         return out
 
     monkeypatch.setattr(parser.Capture, "_take_texts", spy)

@@ -16,7 +16,6 @@ import struct
 import zlib
 from contextlib import contextmanager
 from itertools import compress
-from operator import itemgetter
 
 import numpy as np
 
@@ -47,6 +46,7 @@ from forensics.parsers.pcap.websocket import (
     OcppFrames,
     WsFlow,
     looks_like_http,
+    take,
     text_frames,
 )
 
@@ -93,10 +93,6 @@ class Capture:
         self.ocpp_staged = 0
         self.malformed: list[tuple[int, str]] = []  # (frame, error) where payload parsing stopped
         self.quiet: set[int] = set()  # TLS flows of which only alerts are followed now
-        # messages taken in bulk in this chunk: columns (direction, frame, ts, text) and each
-        # flow's span in them, handed on by _take_ocpp
-        self._columns: tuple[list, list, list, list] | None = None
-        self._spans: dict[int, tuple[int, int]] = {}
 
     def feed(self, chunk, pk=None) -> None:
         """Folds one chunk in; `pk` is its decode() when already done."""
@@ -152,10 +148,12 @@ class Capture:
         # in bulk; the flow takes them if its stream is in the state feed() expects
         ws = np.flatnonzero(kind[pick] == APP_HTTP)
         tpos, texts = text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else (ws, [])
+        took = None
         if texts and self.bulk:
             cols = (gid[pick], d[pick], ln[pick], rel, frames_a, tss_a)
-            taken = self._take_texts(ws, tpos, texts, *(c[ws] for c in cols))
-            if taken is not None:  # those segments are done: the loop gets the rest
+            took = self._take_texts(ws, tpos, texts, *(c[ws] for c in cols))
+            if took is not None:  # those segments are done: the loop gets the rest
+                taken = took[0]
                 left = ~taken[tpos]
                 tpos, texts = tpos[left], list(compress(texts, left.tolist()))
                 rest = np.ones(len(pick), dtype=bool)
@@ -196,7 +194,7 @@ class Capture:
                 self.app[g] = kind = APP_TLS_DONE
             if kind == APP_TLS_DONE and min(h.app_records) >= QUIET_AFTER:
                 quiet.add(g)
-        self._take_ocpp()
+        self._take_ocpp(took)
 
     def _take_texts(self, ws, tpos, texts, g, d, n, seq, frames, tss):
         """Flows whose every WebSocket segment in this chunk is one whole text frame that
@@ -204,8 +202,10 @@ class Capture:
         would take them one by one. Arrays are per WebSocket segment (positions in `ws`,
         packet order); `texts` are those of the segments at `tpos` (text_frames). A taken
         flow whose charger is known and which holds no earlier message hands its messages
-        on as columns (`_take_ocpp`), not one tuple each.
-        Returns the mask of the segments taken, or None when no flow qualifies."""
+        on as columns (`_take_ocpp`), not one tuple each. Returns (mask of the segments
+        taken, columns (side, frame, ts, text) of the messages taken, {flow: its span in
+        them} for the flows that hand theirs on as columns), or None when no flow
+        qualifies."""
         has = np.zeros(len(ws), dtype=bool)
         has[tpos] = True
         flows, inv = np.unique(g, return_inverse=True)
@@ -239,13 +239,13 @@ class Capture:
         used = [np.add.reduceat(ns * (ds == dd), starts).tolist() for dd in (0, 1)]
         gl, dl = gs.tolist(), ds.tolist()
         fl, tl = frames[by_flow].tolist(), tss[by_flow].tolist()
-        tx = _pick(texts, np.searchsorted(tpos, by_flow).tolist())
-        self._columns = (dl, fl, tl, tx)
+        tx = take(texts, np.searchsorted(tpos, by_flow).tolist())
+        spans: dict[int, tuple[int, int]] = {}
         for k, (i, j) in enumerate(zip(starts.tolist(), ends, strict=True)):
             g = gl[i]
             h = self.handlers[g]
             if not h.messages and h.charger()[0]:
-                self._spans[g] = (i, j)
+                spans[g] = (i, j)
             else:
                 h.messages.extend(zip(dl[i:j], fl[i:j], tl[i:j], tx[i:j], strict=True))
             self.touched.add(g)
@@ -255,33 +255,25 @@ class Capture:
                 if used[dd][k]:
                     h.streams[dd].next += used[dd][k]
                     h.streams[dd].consumed += used[dd][k]
-        return taken
+        return taken, (dl, fl, tl, tx), spans
 
-    def _take_ocpp(self) -> None:
+    def _take_ocpp(self, took=None) -> None:
         """Moves OCPP text messages of WebSocket flows whose charge point id is in the
         upgrade path out of the flow (memory stays flat on long captures); the others
         wait for attribution at the end. Flow by flow (OcppFrames.table puts them in frame
-        order)."""
-        spans, self._spans = self._spans, {}
+        order). `took`: what _take_texts returned for this chunk, if it took any."""
+        _, columns, spans = took if took is not None else (None, (), {})
         for g in self.touched:
             h = self.handlers[g]
             span = spans.get(g)
             if span is not None:  # taken in bulk by _take_texts: columns of this chunk
                 i, j = span
-                self.ocpp_ready.add_columns(*h.charger(), *(c[i:j] for c in self._columns))
+                self.ocpp_ready.add_columns(*h.charger(), *(c[i:j] for c in columns))
                 continue
             cp, version = h.charger() if h.messages else (None, None)
             if cp:
                 self.ocpp_ready.add_flow(h, cp, version)
         self.touched.clear()
-        self._columns = None
-
-
-def _pick(items: list, idx: list[int]) -> list:
-    """[items[i] for i in idx], without a Python step per item."""
-    if len(idx) < 2:
-        return [items[i] for i in idx]
-    return list(itemgetter(*idx)(items))
 
 
 @register
