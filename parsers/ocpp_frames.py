@@ -347,14 +347,15 @@ _CALL_DIRECTION = """coalesce(p.direction,
 # 64MB. The CALL's facts travel as one struct, so a CALL of unknown direction still counts.
 _PAIR_SQL = f"""
 CREATE OR REPLACE TABLE {FINAL} AS
-WITH w AS (
-  SELECT p.*, {_CALL_DIRECTION} AS own_dir,
-    last_value(CASE WHEN p.message_type = 2
-                    THEN {{'action': p.action, 'dir': {_CALL_DIRECTION}}} END IGNORE NULLS)
-      OVER (k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS call,
-    lead(p.message_type) OVER k AS next_type, lead(p.ts) OVER k AS next_ts
-  FROM _ocpp_parsed p WHERE p.reject IS NULL
-  WINDOW k AS (PARTITION BY p.charger_id, p.unique_id ORDER BY p.seq)
+WITH d AS (
+  SELECT p.*, {_CALL_DIRECTION} AS own_dir FROM _ocpp_parsed p WHERE p.reject IS NULL
+), w AS (
+  SELECT d.*,
+    last_value(CASE WHEN message_type = 2 THEN {{'action': action, 'dir': own_dir}} END
+               IGNORE NULLS) OVER (k ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS call,
+    lead(message_type) OVER k AS next_type, lead(ts) OVER k AS next_ts
+  FROM d
+  WINDOW k AS (PARTITION BY charger_id, unique_id ORDER BY seq)
 )
 SELECT w.seq, w.ts, w.charger_id, w.message_type, w.unique_id,
        coalesce(w.action, w.call.action) AS action, w.payload, w.error_code,
