@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import rows
@@ -272,3 +272,66 @@ def test_pairing_follows_the_rules_message_by_message(ingest_files, spec):
     _, con = ingest_files({"a.jsonl": "\n".join(lines)})
     got = rows(con, "SELECT action, direction, response_ms FROM ocpp_messages ORDER BY seq")
     assert got == _pairing_reference(msgs)
+
+
+def shape_of(frame) -> str | None:
+    """The OCPP-J frame rules (OCPP-J 1.6 section 4, 2.0.1 part 4 section 4), one frame:
+    the reject reason the close gives it, None when it is a message."""
+    if not isinstance(frame, list) or not frame:
+        return "ocpp.not_array"
+    mt = frame[0]
+    if type(mt) is not int or mt not in (2, 3, 4):
+        return "ocpp.bad_message_type"
+    kinds = {2: (str, str, dict), 3: (str, dict), 4: (str, str, str, dict)}[mt]
+    rest = frame[1:]
+    if len(rest) != len(kinds) or not all(type(v) is t for v, t in zip(rest, kinds, strict=True)):
+        return "ocpp.bad_frame"
+    return None
+
+
+JSON_VALUES = st.one_of(
+    st.sampled_from([2, 3, 4, 5, -1, 0]),
+    st.text(max_size=6),
+    st.dictionaries(st.text(max_size=4), st.integers(0, 9) | st.text(max_size=4), max_size=2),
+    st.lists(st.integers(0, 9), max_size=2),
+    st.sampled_from([None, True, False, 2.5]),
+)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.lists(JSON_VALUES, max_size=7), JSON_VALUES),
+            st.sampled_from([None, 0, 2]),  # layout: compact, one element a line, indented
+        ),
+        min_size=1,
+        max_size=25,
+    )
+)
+@example(
+    [
+        ([3, "a", []], 0), ([3, "a", "x"], None), ([3, 7, {}], None), ([3, "a", {}, 1], None),
+        ([2, "a", "Heartbeat", []], None), ([2, "a", 5, {}], 2), ([2, "a", "X"], None),
+        ([4, "a", "E", "d", {}], 0), ([4, "a", "E", 1, {}], None), ([4, "a", "E", "d", 1], None),
+        ([4, "a", "E", "d", {}, 1], None), ([], None), ({"a": 1}, None), ("x", None),
+        ([2.5, "a", {}], None), (["3", "a", {}], None), ([None], None), ([3, None, {}], None),
+    ]
+)  # fmt: skip
+def test_frame_shapes_are_judged_as_the_rules_say(ingest_files, frames):
+    """Each frame's verdict (a message, or which reject) is what the rules give it, however
+    its JSON is laid out, whatever the types of its elements."""
+    lines, want = [], {}
+    for i, (frame, indent) in enumerate(frames, start=1):
+        text = json.dumps(frame, indent=indent) if indent is not None else json.dumps(frame)
+        text = text.replace(", ", ",") if indent is None else text
+        lines.append(jl(f"2026-06-01T12:00:{i:02d}Z", text))
+        want[f"line {i}"] = shape_of(frame)
+    _, con = ingest_files({"shapes.jsonl": "\n".join(lines)})
+    got = dict.fromkeys(want)
+    got.update(dict(rows(con, "SELECT locator, reason FROM rejects")))
+    stored = rows(con, "SELECT count(*) FROM ocpp_messages")[0][0]
+    assert got == want
+    assert stored == sum(v is None for v in want.values())
