@@ -145,11 +145,15 @@ def test_text_frames_match_the_frame_parser(segs):
     off = np.cumsum([0] + [len(x) for x in data[:-1]]).astype(np.int64)
     ln = np.array([len(x) for x in data], dtype=np.int64)
     pos, found = text_frames(np.frombuffer(buf, dtype=np.uint8), off, ln)
-    texts = dict(zip(pos.tolist(), found, strict=True))
+    texts = {p: found[k] for k, p in enumerate(pos.tolist())}
     for i, seg in enumerate(data):
         h = WsFlow()
         h.ws, h.streams[0].next = True, 0  # upgraded, in order
         h.feed(0, 0, seg, 7, 99)
+        one_text = h.counts == {"c2s": 1, "s2c": 0, "ping": 0, "pong": 0, "binary": 0}
+        one_frame = one_text and not h.closes and not h.streams[0].buf and seg[0] == 0x81
+        if one_frame and seg[1] & 0x7F != 127 and "\ufffd" not in h.messages[0][3]:
+            assert i in texts  # a segment that is one whole UTF-8 text frame is found
         if i in texts:
             assert h.messages == [(0, 7, 99, texts[i])]
             assert h.streams[0].next == len(seg) and not h.streams[0].buf
@@ -361,6 +365,37 @@ def test_capture_messages_are_numbered_in_frame_order(tmp_path, monkeypatch):
     con.close()
     assert flows_per_charger > 2 and messages > 5000
     assert (backwards, jumps, unpaired) == (0, 0, 0)
+
+
+def test_ocpp_frames_rank_packed_and_listed_messages_in_frame_order():
+    """Messages handed on packed (the bulk path) and as Python values (a flow's own list)
+    come out as one table, each ranked by its frame (stable); what is not a JSON array as
+    _is_array sees it (white space, also non-ASCII, before the '[' is allowed) is left out."""
+    from forensics.parsers.pcap.websocket import OcppFrames, Texts
+
+    f = OcppFrames()
+    f.add_columns("cp-1", "1.6", [0, 1], [40, 10], [400, 100], ['[2,"a","Heartbeat",{}]', "{}"])
+    texts = ['[3,"b",{}]', ' \n[2,"c","X",{}]', "hello", '\u00a0[3,"é",{}]', "", "[]"]
+    n = len(texts)
+    side = np.array([1, 0, 0, 1, 0, 1], dtype=np.int64)
+    frame = np.array([20, 30, 35, 50, 55, 60], dtype=np.int64)
+    cp, version = np.full(n, "cp-2", dtype=object), np.full(n, None, dtype=object)
+    packed = Texts.pack([t.encode() for t in texts])
+    f.add_packed(frame * 10, cp, side, frame, version, packed)
+    assert len(f) == 1 + 4
+    t = f.table().to_pydict()
+    rows = sorted(
+        zip(t["order"], t["line"], t["frame"], t["direction"], t["charger_id"], strict=True)
+    )
+    assert rows == [
+        (0, 20, '[3,"b",{}]', "csms_to_cp", "cp-2"),
+        (1, 30, ' \n[2,"c","X",{}]', "cp_to_csms", "cp-2"),
+        (2, 40, '[2,"a","Heartbeat",{}]', "cp_to_csms", "cp-1"),
+        (3, 50, '\u00a0[3,"é",{}]', "csms_to_cp", "cp-2"),
+        (4, 60, "[]", "csms_to_cp", "cp-2"),
+    ]
+    assert t["locator"][t["line"].index(50)] == "frame 50"
+    assert t["ts"][t["line"].index(50)].timestamp() == 500 / 1e6
 
 
 def test_read_ahead_gives_what_reading_in_turn_gives(tmp_path, monkeypatch):

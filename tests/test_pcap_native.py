@@ -179,8 +179,8 @@ def test_native_refuses_what_lies_outside_the_buffer():
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(frames, st.integers(0, 400)), min_size=1, max_size=12))
 def test_websocket_texts_as_the_python_loop(segs):
-    """Whole text frames found in bulk (masked or not, any bytes: invalid UTF-8 becomes
-    U+FFFD) turn into the same str natively as in the Python loop."""
+    """Whole text frames found in bulk (masked or not, any bytes: a frame that is not
+    UTF-8 is left out) are the same texts natively as in the Python loop."""
     data = [f[:cut] if cut < len(f) and cut % 3 == 0 else f for f, cut in segs]
     buf = b"".join(data)
     off = np.cumsum([0] + [len(x) for x in data[:-1]]).astype(np.int64)
@@ -190,15 +190,53 @@ def test_websocket_texts_as_the_python_loop(segs):
     with pytest.MonkeyPatch.context() as m:
         m.setattr(websocket, "_pcapscan", None)
         pos_py, loop = websocket.text_frames(a, off, ln)
-    assert (pos.tolist(), native) == (pos_py.tolist(), loop)
+    assert pos.tolist() == pos_py.tolist()
+    assert native.bounds.tolist() == loop.bounds.tolist()
+    assert native.data.tobytes() == loop.data.tobytes()
+
+
+# byte runs around every rule of well-formed UTF-8 (RFC 3629 table 3-7): the lead byte
+# ranges, their second-byte limits, overlong forms, surrogates, past U+10FFFF, truncation
+UTF8_PIECES = [
+    b"a", b"[", b"\x7f", b"\xc2\x80", b"\xdf\xbf", b"\xc0\x80", b"\xc1\xbf", b"\xe0\xa0\x80",
+    b"\xe0\x9f\xbf", b"\xe1\x80\x80", b"\xec\xbf\xbf", b"\xed\x9f\xbf", b"\xed\xa0\x80",
+    b"\xee\x80\x80", b"\xef\xbf\xbf", b"\xf0\x90\x80\x80", b"\xf0\x8f\xbf\xbf",
+    b"\xf1\x80\x80\x80", b"\xf3\xbf\xbf\xbf", b"\xf4\x8f\xbf\xbf", b"\xf4\x90\x80\x80",
+    b"\xf5\x80\x80\x80", b"\xff", b"\x80", b"\xbf", b"\xe2\x82", b"\xf0\x9f\x98", b"\xc3",
+]  # fmt: skip
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(UTF8_PIECES), max_size=6), min_size=1, max_size=8))
+def test_packed_texts_are_utf8_as_python_decodes_it(texts):
+    """pack_texts' UTF-8 check says what Python's strict decoder says, text by text."""
+    raw = [b"".join(t) for t in texts]
+    buf = b"".join(raw)
+    end = np.cumsum([len(t) for t in raw]).astype(np.int64)
+    start = end - [len(t) for t in raw]
+    out, ok = np.empty(len(buf), np.uint8), np.empty(len(raw), np.uint8)
+    dec._pcapscan.pack_texts(buf, start, end, np.zeros(len(raw), np.int64), out, ok)
+
+    def strict(t: bytes) -> bool:
+        try:
+            t.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
+
+    assert ok.astype(bool).tolist() == [strict(t) for t in raw]
+    assert out.tobytes() == buf
 
 
 def test_websocket_texts_refuse_what_lies_outside_the_buffer():
     i64 = lambda x: np.asarray(x, dtype=np.int64)  # noqa: E731
+    out, ok = np.empty(64, np.uint8), np.empty(2, np.uint8)
     with pytest.raises(ValueError, match="frame 1 lies outside"):
-        dec._pcapscan.texts(b"\x81\x02ok", i64([2, 2]), i64([4, 9]), i64([0, 0]))
-    with pytest.raises(ValueError, match="frame 0 lies outside"):
-        dec._pcapscan.texts(b"\x81\x82ok", i64([2]), i64([4]), i64([1]))  # no room for a key
+        dec._pcapscan.pack_texts(b"\x81\x02ok", i64([2, 2]), i64([4, 9]), i64([0, 0]), out, ok)
+    with pytest.raises(ValueError, match="frame 0 lies outside"):  # no room for a key
+        dec._pcapscan.pack_texts(b"\x81\x82ok", i64([2]), i64([4]), i64([1]), out, ok[:1])
+    with pytest.raises(ValueError, match="out: 64 bytes, expected 2"):
+        dec._pcapscan.pack_texts(b"\x81\x02ok", i64([2]), i64([4]), i64([0]), out, ok[:1])
 
 
 def flow_state(ft: tcp.FlowTable) -> dict:

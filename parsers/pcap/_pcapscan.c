@@ -492,61 +492,86 @@ r0:
 
 /* ------------------------------------------------------------------ WebSocket texts */
 
-/* texts(buf, start, end, masked) -> list[str]
- * The text of each frame payload buf[start[i]:end[i]], unmasked with the 4 bytes before
- * it where masked[i] (RFC 6455 5.3), decoded as UTF-8 with replacement characters: what
- * websocket.text_frames makes of each one in Python. */
-static PyObject *texts(PyObject *self, PyObject *args) {
+/* Whether s[0:n] is well-formed UTF-8 as Python's strict decoder reads it (RFC 3629: no
+ * overlong forms, no surrogates, nothing past U+10FFFF). */
+static int utf8_ok(const unsigned char *s, int64_t n) {
+    int64_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        int k;
+        unsigned char lo = 0x80, hi = 0xBF;
+        if (c >= 0xC2 && c <= 0xDF) k = 1;
+        else if (c == 0xE0) k = 2, lo = 0xA0;
+        else if (c >= 0xE1 && c <= 0xEC) k = 2;
+        else if (c == 0xED) k = 2, hi = 0x9F;
+        else if (c >= 0xEE && c <= 0xEF) k = 2;
+        else if (c == 0xF0) k = 3, lo = 0x90;
+        else if (c >= 0xF1 && c <= 0xF3) k = 3;
+        else if (c == 0xF4) k = 3, hi = 0x8F;
+        else return 0;
+        if (i + k >= n) return 0; /* truncated sequence */
+        if (s[i + 1] < lo || s[i + 1] > hi) return 0;
+        for (int j = 2; j <= k; j++)
+            if ((s[i + j] & 0xC0) != 0x80) return 0;
+        i += k + 1;
+    }
+    return 1;
+}
+
+/* pack_texts(buf, start, end, masked, out, ok)
+ * Each frame payload buf[start[i]:end[i]], unmasked with the 4 bytes before it where
+ * masked[i] (RFC 6455 5.3), copied end to end into out (uint8[sum(end - start)]); ok[i]
+ * (uint8) says whether it is well-formed UTF-8. The packed texts become an Arrow string
+ * column without a Python str each (websocket.Texts); text_frames' loop is the reference. */
+static PyObject *pack_texts(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *ob, *os, *oe, *om;
-    if (!PyArg_ParseTuple(args, "OOOO", &ob, &os, &oe, &om)) return NULL;
-    Py_buffer b, vs, ve, vm;
+    PyObject *ob, *os, *oe, *om, *oo, *ok;
+    if (!PyArg_ParseTuple(args, "OOOOOO", &ob, &os, &oe, &om, &oo, &ok)) return NULL;
+    Py_buffer b, vs, ve, vm, vo, vk;
+    PyObject *ret = NULL;
     if (PyObject_GetBuffer(ob, &b, PyBUF_SIMPLE) < 0) return NULL;
     Py_ssize_t n;
     if (rows(os, &vs, 8, "start: not int64", &n) < 0) goto f0;
     if (view(oe, &ve, n * 8, 0, "end") < 0) goto f1;
     if (view(om, &vm, n * 8, 0, "masked") < 0) goto f2;
+    if (view(ok, &vk, n, 1, "ok") < 0) goto f3;
     const unsigned char *a = b.buf;
     const int64_t *ps = vs.buf, *pe = ve.buf, *pm = vm.buf;
-    PyObject *out = PyList_New(n);
-    char *scratch = NULL;
-    Py_ssize_t scap = 0;
-    if (!out) goto f3;
+    int64_t total = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         int64_t s = ps[i], e = pe[i];
         if (s < 0 || e < s || e > (int64_t)b.len || (pm[i] && s < 4)) {
             PyErr_Format(PyExc_ValueError, "frame %zd lies outside the buffer", i);
-            goto fail;
+            goto f4;
         }
-        Py_ssize_t len = (Py_ssize_t)(e - s);
-        const char *text = (const char *)a + s;
-        if (pm[i]) {
-            if (len > scap) {
-                char *grown = PyMem_Realloc(scratch, len);
-                if (!grown) {
-                    PyErr_NoMemory();
-                    goto fail;
-                }
-                scratch = grown;
-                scap = len;
-            }
-            const unsigned char *key = a + s - 4;
-            for (Py_ssize_t k = 0; k < len; k++) scratch[k] = (char)(a[s + k] ^ key[k & 3]);
-            text = scratch;
-        }
-        PyObject *str = PyUnicode_DecodeUTF8(text, len, "replace");
-        if (!str) goto fail;
-        PyList_SET_ITEM(out, i, str);
+        total += e - s;
     }
-    PyMem_Free(scratch);
-    PyBuffer_Release(&vm);
-    PyBuffer_Release(&ve);
-    PyBuffer_Release(&vs);
-    PyBuffer_Release(&b);
-    return out;
-fail:
-    PyMem_Free(scratch);
-    Py_DECREF(out);
+    if (view(oo, &vo, total, 1, "out") < 0) goto f4;
+    unsigned char *out = vo.buf, *good = vk.buf;
+    Py_BEGIN_ALLOW_THREADS;
+    int64_t at = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        int64_t s = ps[i], len = pe[i] - s;
+        unsigned char *dst = out + at;
+        if (pm[i]) {
+            const unsigned char *key = a + s - 4;
+            for (int64_t k = 0; k < len; k++) dst[k] = a[s + k] ^ key[k & 3];
+        } else {
+            memcpy(dst, a + s, (size_t)len);
+        }
+        good[i] = (unsigned char)utf8_ok(dst, len);
+        at += len;
+    }
+    Py_END_ALLOW_THREADS;
+    ret = Py_None;
+    Py_INCREF(ret);
+    PyBuffer_Release(&vo);
+f4:
+    PyBuffer_Release(&vk);
 f3:
     PyBuffer_Release(&vm);
 f2:
@@ -555,7 +580,7 @@ f1:
     PyBuffer_Release(&vs);
 f0:
     PyBuffer_Release(&b);
-    return NULL;
+    return ret;
 }
 
 /* ---------------------------------------------------------------- flow ids
@@ -720,8 +745,8 @@ static PyMethodDef methods[] = {
      "epb_fields(buf, offsets, big, out, ticks): interface, lengths and time of each block."},
     {"fold", fold, METH_VARARGS,
      "fold(packets, state, last_frame, last_ts, hist_frame, hist_ts, n_flows): TCP state."},
-    {"texts", texts, METH_VARARGS,
-     "texts(buf, start, end, masked) -> [str]: WebSocket text payloads, unmasked, decoded."},
+    {"pack_texts", pack_texts, METH_VARARGS,
+     "pack_texts(buf, start, end, masked, out, ok): WebSocket text payloads, unmasked, packed."},
     {"epb_run", epb_run, METH_VARARGS,
      "epb_run(buf, off) -> (int64 offsets as bytearray, next offset): a run of good EPBs."},
     {"flow_ids", flow_ids, METH_VARARGS,

@@ -15,7 +15,6 @@ import re
 import struct
 import zlib
 from contextlib import contextmanager
-from itertools import compress
 
 import numpy as np
 
@@ -46,7 +45,6 @@ from forensics.parsers.pcap.websocket import (
     OcppFrames,
     WsFlow,
     looks_like_http,
-    take,
     text_frames,
 )
 
@@ -147,21 +145,22 @@ class Capture:
         # WebSocket segments holding one whole text frame (most OCPP messages) are decoded
         # in bulk; the flow takes them if its stream is in the state feed() expects
         ws = np.flatnonzero(kind[pick] == APP_HTTP)
-        tpos, texts = text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else (ws, [])
+        tpos, texts = text_frames(a, off[pick][ws], ln[pick][ws]) if len(ws) else (ws, None)
+        tidx = np.arange(len(tpos))  # each found text's index in texts
         took = None
-        if texts and self.bulk:
+        if len(tpos) and self.bulk:
             cols = (gid[pick], d[pick], ln[pick], rel, frames_a, tss_a)
             took = self._take_texts(ws, tpos, texts, *(c[ws] for c in cols))
             if took is not None:  # those segments are done: the loop gets the rest
                 taken = took[0]
                 left = ~taken[tpos]
-                tpos, texts = tpos[left], list(compress(texts, left.tolist()))
+                tpos, tidx = tpos[left], tidx[left]
                 rest = np.ones(len(pick), dtype=bool)
                 rest[ws[taken]] = False
                 kept = np.flatnonzero(rest)
                 pick, rel, frames_a, tss_a = pick[kept], rel[kept], frames_a[kept], tss_a[kept]
                 ws = np.searchsorted(kept, ws)  # positions in the new pick (of those kept)
-        fast = dict(zip(ws[tpos].tolist(), texts, strict=True))
+        fast = dict(zip(ws[tpos].tolist(), tidx.tolist(), strict=True))
         frames, tss = frames_a.tolist(), tss_a.tolist()
         firsts, quiet, touched = first_byte[pick].tolist(), self.quiet, self.touched
         for j, (g, dd, o, n, s) in enumerate(
@@ -179,7 +178,7 @@ class Capture:
             h = handlers[g]
             t = fast.get(j)
             try:
-                if t is None or not h.take_text(dd, s, n, t, frames[j], tss[j]):
+                if t is None or not h.take_text(dd, s, n, texts[t], frames[j], tss[j]):
                     h.feed(dd, s, buf[o : o + n], frames[j], tss[j])
             except (IndexError, ValueError, KeyError, struct.error, zlib.error) as exc:
                 # payload that breaks the protocol parser: stop following this flow (its
@@ -194,18 +193,17 @@ class Capture:
                 self.app[g] = kind = APP_TLS_DONE
             if kind == APP_TLS_DONE and min(h.app_records) >= QUIET_AFTER:
                 quiet.add(g)
-        self._take_ocpp(took)
+        self._take_ocpp(took[1] if took is not None else None)
 
     def _take_texts(self, ws, tpos, texts, g, d, n, seq, frames, tss):
         """Flows whose every WebSocket segment in this chunk is one whole text frame that
         continues its stream in order (nothing buffered): all taken at once, as take_text
         would take them one by one. Arrays are per WebSocket segment (positions in `ws`,
-        packet order); `texts` are those of the segments at `tpos` (text_frames). A taken
-        flow whose charger is known and which holds no earlier message hands its messages
-        on as columns (`_take_ocpp`), not one tuple each. Returns (mask of the segments
-        taken, columns (side, frame, ts, text) of the messages taken, {flow: its span in
-        them} for the flows that hand theirs on as columns), or None when no flow
-        qualifies."""
+        packet order); `texts` (websocket.Texts) are those of the segments at `tpos`
+        (text_frames). A taken flow whose charger is known and which holds no earlier
+        message hands its messages on packed (no Python value each); the others keep
+        theirs. Returns (mask of the segments taken, the packed messages for
+        OcppFrames.add_packed or None), or None when no flow qualifies."""
         has = np.zeros(len(ws), dtype=bool)
         has[tpos] = True
         flows, inv = np.unique(g, return_inverse=True)
@@ -234,42 +232,56 @@ class Capture:
         by_flow = pos[np.argsort(inv[pos], kind="stable")]
         gs, ds, ns = g[by_flow], d[by_flow], n[by_flow]
         starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])  # each flow's run
-        ends = np.r_[starts[1:], len(gs)].tolist()
+        ends = np.r_[starts[1:], len(gs)]
         c2s_n = np.add.reduceat((ds == 0).astype(np.int64), starts).tolist()
         used = [np.add.reduceat(ns * (ds == dd), starts).tolist() for dd in (0, 1)]
-        gl, dl = gs.tolist(), ds.tolist()
-        fl, tl = frames[by_flow].tolist(), tss[by_flow].tolist()
-        tx = take(texts, np.searchsorted(tpos, by_flow).tolist())
-        spans: dict[int, tuple[int, int]] = {}
-        for k, (i, j) in enumerate(zip(starts.tolist(), ends, strict=True)):
-            g = gl[i]
-            h = self.handlers[g]
-            if not h.messages and h.charger()[0]:
-                spans[g] = (i, j)
+        tix = np.searchsorted(tpos, by_flow)  # each taken segment's text
+        flow_cp = np.full(len(starts), None, dtype=object)  # set: handed on packed
+        flow_version = np.full(len(starts), None, dtype=object)
+        for k, (g0, i, j) in enumerate(zip(gs[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)):  # fmt: skip
+            h = self.handlers[g0]
+            cp, version = h.charger()
+            if not h.messages and cp:
+                flow_cp[k], flow_version[k] = cp, version
             else:
-                h.messages.extend(zip(dl[i:j], fl[i:j], tl[i:j], tx[i:j], strict=True))
-            self.touched.add(g)
+                seg = by_flow[i:j]
+                h.messages.extend(
+                    zip(ds[i:j].tolist(), frames[seg].tolist(), tss[seg].tolist(),
+                        [texts[t] for t in tix[i:j].tolist()], strict=True)
+                )  # fmt: skip
+            self.touched.add(g0)
             h.counts["c2s"] += c2s_n[k]
             h.counts["s2c"] += (j - i) - c2s_n[k]
             for dd in (0, 1):
                 if used[dd][k]:
                     h.streams[dd].next += used[dd][k]
                     h.streams[dd].consumed += used[dd][k]
-        return taken, (dl, fl, tl, tx), spans
+        # the packed messages, back in packet order (= frame order within the chunk)
+        runs = ends - starts
+        cp_at, version_at = (np.empty(len(ws), dtype=object) for _ in range(2))
+        cp_at[by_flow], version_at[by_flow] = (
+            np.repeat(flow_cp, runs),
+            np.repeat(flow_version, runs),
+        )
+        packed = np.zeros(len(ws), dtype=bool)
+        packed[by_flow] = np.repeat(flow_cp != None, runs)  # noqa: E711 (elementwise)
+        if not packed.any():
+            return taken, None
+        sel = np.flatnonzero(packed)
+        chosen = np.zeros(len(texts), dtype=bool)
+        chosen[np.searchsorted(tpos, sel)] = True
+        columns = (tss[sel], cp_at[sel], d[sel], frames[sel], version_at[sel])
+        return taken, (*columns, texts.select(chosen))
 
-    def _take_ocpp(self, took=None) -> None:
+    def _take_ocpp(self, packed=None) -> None:
         """Moves OCPP text messages of WebSocket flows whose charge point id is in the
         upgrade path out of the flow (memory stays flat on long captures); the others
-        wait for attribution at the end. Flow by flow (OcppFrames.table puts them in frame
-        order). `took`: what _take_texts returned for this chunk, if it took any."""
-        _, columns, spans = took if took is not None else (None, (), {})
+        wait for attribution at the end. `packed`: the messages _take_texts handed on
+        packed in this chunk, if any (OcppFrames.table ranks them all in frame order)."""
+        if packed is not None:
+            self.ocpp_ready.add_packed(*packed)
         for g in self.touched:
             h = self.handlers[g]
-            span = spans.get(g)
-            if span is not None:  # taken in bulk by _take_texts: columns of this chunk
-                i, j = span
-                self.ocpp_ready.add_columns(*h.charger(), *(c[i:j] for c in columns))
-                continue
             cp, version = h.charger() if h.messages else (None, None)
             if cp:
                 self.ocpp_ready.add_flow(h, cp, version)

@@ -16,7 +16,6 @@ import struct
 import zlib
 from collections.abc import Sequence
 from itertools import compress
-from operator import itemgetter
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
@@ -323,16 +322,17 @@ class WsFlow:
         return got
 
 
-def text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> tuple[np.ndarray, Texts]:
     """Segments (payload at a[off : off + ln]) that hold exactly one complete unfragmented
-    text frame (FIN, opcode 1, no RSV bits, length below 64 KiB), unmasked and decoded in
-    bulk: their positions in off (ascending) and their texts. What `_frames_direct` would
-    make of them, byte for byte. The native scanner unmasks and decodes them when built;
-    the loop below is its reference."""
+    text frame (FIN, opcode 1, no RSV bits, length below 64 KiB) of well-formed UTF-8,
+    unmasked and packed in bulk: their positions in off (ascending) and their texts. What
+    `_frames_direct` would make of them, byte for byte; a frame that is not UTF-8 is left
+    to it (it decodes with replacement characters). The native scanner unmasks, packs and
+    checks them when built; the loop below is its reference."""
     n_all = len(a)
     ok = ln >= 2
     if not ok.any():
-        return _NO_POSITIONS, []
+        return _NO_POSITIONS, Texts.empty()
     o = np.where(ok, off, 0)
     b0 = np.where(ok, a[np.minimum(o, n_all - 1)], 0)
     b1 = np.where(ok, a[np.minimum(o + 1, n_all - 1)], 0)
@@ -346,24 +346,83 @@ def text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> tuple[np.ndar
     ok &= hdr + plen == ln
     pos = np.flatnonzero(ok)
     if not len(pos):
-        return _NO_POSITIONS, []
+        return _NO_POSITIONS, Texts.empty()
     start, end = o[pos] + hdr[pos], o[pos] + ln[pos]
     if _pcapscan is not None:
-        got = _pcapscan.texts(
-            a, *(np.ascontiguousarray(x, np.int64) for x in (start, end, masked[pos]))
-        )
-        return pos, got
+        bounds = np.zeros(len(pos) + 1, dtype=np.int64)
+        np.cumsum(end - start, out=bounds[1:])
+        data, good = np.empty(int(bounds[-1]), dtype=np.uint8), np.empty(len(pos), np.uint8)
+        args = (np.ascontiguousarray(x, np.int64) for x in (start, end, masked[pos]))
+        _pcapscan.pack_texts(a, *args, data, good)
+        texts = Texts(data, bounds)
+        if not good.all():
+            keep = good.astype(bool)
+            pos, texts = pos[keep], texts.select(keep)
+        return pos, texts
     buf = a.data  # the chunk's bytes, sliced without a copy of the whole
-    out = []
-    for s, e, m in zip(start.tolist(), end.tolist(), masked[pos].tolist(), strict=True):
+    kept, out = [], []
+    for i, s, e, m in zip(pos.tolist(), start.tolist(), end.tolist(), masked[pos].tolist(), strict=True):  # fmt: skip
         payload = bytes(buf[s:e])
         if m:
             payload = unmask(payload, bytes(buf[s - 4 : s]))
-        out.append(payload.decode("utf-8", "replace"))
-    return pos, out
+        try:
+            payload.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        kept.append(i)
+        out.append(payload)
+    return np.array(kept, dtype=np.int64), Texts.pack(out)
 
 
 _NO_POSITIONS = np.zeros(0, dtype=np.int64)
+
+
+class Texts:
+    """Well-formed UTF-8 texts packed end to end, text i at data[bounds[i] : bounds[i + 1]]:
+    Arrow's layout of a string column, so the messages of a capture reach DuckDB without
+    a Python str each. Indexing gives the str, for the flows that need one."""
+
+    __slots__ = ("bounds", "data")
+
+    def __init__(self, data: np.ndarray, bounds: np.ndarray):
+        self.data, self.bounds = data, bounds  # uint8[total], int64[n + 1]
+
+    @classmethod
+    def empty(cls) -> Texts:
+        return cls(np.zeros(0, np.uint8), np.zeros(1, np.int64))
+
+    @classmethod
+    def pack(cls, texts: Sequence[bytes]) -> Texts:
+        bounds = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in texts], out=bounds[1:])
+        return cls(np.frombuffer(b"".join(texts), dtype=np.uint8), bounds)
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, i: int) -> str:
+        return self.data[self.bounds[i] : self.bounds[i + 1]].tobytes().decode("utf-8")
+
+    def select(self, keep: np.ndarray) -> Texts:
+        """The texts where the boolean mask `keep` is set, in their order."""
+        lengths = np.diff(self.bounds)
+        bounds = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
+        np.cumsum(lengths[keep], out=bounds[1:])
+        return Texts(self.data[np.repeat(keep, lengths)], bounds)
+
+    def starts_array(self) -> np.ndarray:
+        """Whether each text begins with '[' (an empty one does not)."""
+        if not len(self.data):
+            return np.zeros(len(self), dtype=bool)
+        first = self.data[np.minimum(self.bounds[:-1], max(len(self.data) - 1, 0))]
+        return (np.diff(self.bounds) > 0) & (first == ord("["))
+
+    def arrow(self):
+        import pyarrow as pa
+
+        return pa.LargeStringArray.from_buffers(
+            len(self), pa.py_buffer(self.bounds), pa.py_buffer(self.data)
+        )
 
 
 def unmask(payload: bytes, key: bytes) -> bytes:
@@ -376,7 +435,9 @@ def unmask(payload: bytes, key: bytes) -> bytes:
 class OcppFrames:
     """OCPP-J frames bound for `ocpp_frames.store_frames`, kept as columns (no row dicts):
     text messages that look like JSON arrays, with time (UTC us), charger, direction and
-    the frame number that completed them."""
+    the frame number that completed them. Messages come as Python values (a flow's own
+    list) or as packed batches (`add_packed`, the bulk path), which stay numpy and Texts
+    until they become Arrow."""
 
     def __init__(self) -> None:
         self.ts: list[int] = []
@@ -385,9 +446,11 @@ class OcppFrames:
         self.text: list[str] = []
         self.line: list[int] = []
         self.version: list[str | None] = []
+        self.packed: list[tuple] = []  # (ts, charger, side, frame, version, Texts)
+        self._packed_n = 0
 
     def __len__(self) -> int:
-        return len(self.ts)
+        return len(self.ts) + self._packed_n
 
     def add(self, ts: int, charger: str | None, from_client: bool, text: str, frame: int,
             version: str | None) -> None:  # fmt: skip
@@ -409,7 +472,7 @@ class OcppFrames:
                     frame: Sequence[int], ts: Sequence[int], text: Sequence[str]) -> None:  # fmt: skip
         """Text messages of one flow as columns: side (0 client, 1 server), frame, time,
         text; those that are not JSON arrays are left out."""
-        # _is_array inline: this runs once per OCPP message of a capture
+        # _is_array inline: this runs once per OCPP message of a flow
         keep = [t[:1] == "[" or t.lstrip()[:1] == "[" for t in text]
         if not all(keep):
             d, frame, ts, text = (list(compress(c, keep)) for c in (d, frame, ts, text))
@@ -420,46 +483,78 @@ class OcppFrames:
         self.line.extend(frame)
         self.version.extend([version] * len(ts))
 
+    def add_packed(self, ts: np.ndarray, charger: np.ndarray, side: np.ndarray,
+                   frame: np.ndarray, version: np.ndarray, texts: Texts) -> None:  # fmt: skip
+        """Messages as arrays, one entry each (charger and version: object arrays), with
+        their texts packed; those that are not JSON arrays are left out."""
+        keep = texts.starts_array()
+        if not keep.all():  # leading white space, or no array: as _is_array sees it
+            for i in np.flatnonzero(~keep).tolist():
+                keep[i] = _is_array(texts[i])
+            ts, charger, side, frame, version = (
+                x[keep] for x in (ts, charger, side, frame, version)
+            )
+            texts = texts.select(keep)
+        if len(ts):
+            self.packed.append((ts, charger, side, frame, version, texts))
+            self._packed_n += len(ts)
+
     def table(self):
-        """The store_frames table (ts timestamp[us] UTC, locator 'frame N'), in frame order:
-        store_frames numbers the messages (seq) in the order given, and a file's seq is the
-        order its messages were sent in. Messages are collected flow by flow, so two flows
-        of one charger (a reconnect, a backend's view) would otherwise interleave wrongly,
-        e.g. into clock jumps that never were. The sort is stable (messages completed by one
-        frame keep their order) and reorders the lists, not Arrow buffers: pyarrow's pool
-        would keep a second copy of every staged batch (+15 MB peak at 1M packets)."""
+        """The store_frames table (ts timestamp[us] UTC, locator 'frame N') with `order`,
+        each message's rank in frame order: store_frames numbers the messages (seq) by it,
+        and a file's seq is the order its messages were sent in. Messages are collected
+        flow by flow, so two flows of one charger (a reconnect, a backend's view) would
+        otherwise interleave wrongly, e.g. into clock jumps that never were. The rank is
+        stable (messages completed by one frame keep their order); the rows themselves are
+        not moved, which would copy every staged text once more."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        cols = (self.ts, self.charger, self.direction, self.text, self.line, self.version)
-        order = np.array(self.line, np.int64)
-        if len(order) > 1 and (order[1:] < order[:-1]).any():
-            order = np.argsort(order, kind="stable").tolist()
-            cols = tuple(take(c, order) for c in cols)
-        ts, charger, direction, text, line, version = cols
-        line = pa.array(line, pa.int64())
+        parts = [
+            (
+                pa.array(self.ts, pa.int64()),
+                pa.array(self.charger, pa.string()),
+                pa.array(self.direction, pa.string()),
+                pa.array(self.text, pa.large_string()),
+                pa.array(self.line, pa.int64()),
+                pa.array(self.version, pa.string()),
+            )
+        ]
+        for ts, charger, side, frame, version, texts in self.packed:
+            direction = np.array(_DIRECTION, dtype=object)[side]
+            parts.append(
+                (
+                    pa.array(ts, pa.int64()),
+                    pa.array(charger, pa.string()),
+                    pa.array(direction, pa.string()),
+                    texts.arrow(),
+                    pa.array(frame, pa.int64()),
+                    pa.array(version, pa.string()),
+                )
+            )
+        ts, charger, direction, text, line, version = (
+            pa.chunked_array([p[k] for p in parts]) for k in range(6)
+        )
+        frames = np.concatenate([c.to_numpy() for c in line.chunks])
+        order = np.arange(len(frames), dtype=np.int64)
+        if len(frames) > 1 and (frames[1:] < frames[:-1]).any():
+            order[np.argsort(frames, kind="stable")] = order.copy()
         return pa.table(
             {
-                "ts": pa.array(ts, pa.int64()).cast(pa.timestamp("us", tz="UTC")),
-                "charger_id": pa.array(charger, pa.string()),
-                "direction": pa.array(direction, pa.string()),
-                "frame": pa.array(text, pa.string()),
+                "ts": ts.cast(pa.timestamp("us", tz="UTC")),
+                "charger_id": charger,
+                "direction": direction,
+                "frame": text,
                 "locator": pc.binary_join_element_wise("frame ", line.cast(pa.string()), ""),
                 "line": line,
-                "ocpp_version": pa.array(version, pa.string()),
+                "ocpp_version": version,
+                "order": pa.array(order),
             }
         )
 
 
 CP_TO_CSMS, CSMS_TO_CP = "cp_to_csms", "csms_to_cp"
 _DIRECTION = (CP_TO_CSMS, CSMS_TO_CP)  # by a message's side: 0 client, 1 server
-
-
-def take(items: Sequence, idx: list[int]) -> list:
-    """[items[i] for i in idx], without a Python step per item."""
-    if len(idx) < 2:
-        return [items[i] for i in idx]
-    return list(itemgetter(*idx)(items))
 
 
 def _is_array(text: str) -> bool:
