@@ -323,8 +323,10 @@ JSON_VALUES = st.one_of(
 def test_frame_shapes_are_judged_as_the_rules_say(ingest_files, frames):
     """Each frame's verdict (a message, or which reject) is what the rules give it, however
     its JSON is laid out, whatever the types of its elements."""
-    lines, want = [], {}
-    for i, (frame, indent) in enumerate(frames, start=1):
+    # a file of nothing but bad frames is no OCPP log at all: two good ones open it
+    lines = [jl("2026-06-01T11:59:00Z", [2, "h", "Heartbeat", {}])] * 2
+    want = {"line 1": None, "line 2": None}
+    for i, (frame, indent) in enumerate(frames, start=3):
         text = json.dumps(frame, indent=indent) if indent is not None else json.dumps(frame)
         text = text.replace(", ", ",") if indent is None else text
         lines.append(jl(f"2026-06-01T12:00:{i:02d}Z", text))
