@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from array import array
 from functools import lru_cache
 
 from forensics.parsers.pcap.stream import Stream
@@ -61,7 +62,9 @@ class TlsFlow:
         self.encrypted = [False, False]
         self.after_hs = [0, 0]  # records seen after this side went encrypted
         self.active = True  # False once the handshake is over: only alerts are looked at
-        self.hist: list[tuple[int, str]] = []
+        # history steps as frame * 256 + letter, 8 bytes each: a capture keeps every flow's
+        # history to its end (a list of (frame, letter) tuples took ~90 bytes a step)
+        self.hist = array("q")
         self.ts = 0
         self.frame = 0
         self.sni: str | None = None
@@ -104,7 +107,9 @@ class TlsFlow:
             self._record(d, ctype, body, frame_r, ts_r)
         done = self.encrypted[0] and self.encrypted[1] and min(self.after_hs) >= 1
         if done and sum(self.after_hs) >= ACTIVE_RECORDS_AFTER_HANDSHAKE:
-            self.active = False
+            # the streams are not read again (_late_record looks at whole segments): their
+            # buffers and frame marks go, as most of a finished handshake's memory
+            self.active, self.streams, self.hs_buf = False, None, None
 
     def _late_record(self, d: int, data: bytes, frame: int, ts: int) -> None:
         """After the handshake only segments that start with a record header are examined
@@ -115,7 +120,7 @@ class TlsFlow:
             self._app(d, struct.unpack_from(">H", data, 3)[0], frame, ts)
 
     def _letter(self, d: int, ch: str, frame: int) -> None:
-        self.hist.append((frame, ch.upper() if d == 0 else ch.lower()))
+        self.hist.append(frame * 256 + ord(ch.upper() if d == 0 else ch.lower()))
 
     def _record(self, d: int, ctype: int, body: bytes, frame: int, ts: int) -> None:
         if self.encrypted[d] or (self.version == "TLS 1.3" and ctype == REC_APP):
@@ -247,7 +252,8 @@ class TlsFlow:
                     )  # fmt: skip
 
     def history(self) -> str:
-        return "".join(ch for _, ch in sorted(self.hist, key=lambda x: x[0]))
+        """The letters in frame order (stable: one frame's letters as they came)."""
+        return "".join(chr(v & 255) for v in sorted(self.hist, key=lambda v: v >> 8))
 
     def established(self) -> bool:
         if self.version == "TLS 1.3":
@@ -271,8 +277,9 @@ def _extensions(b: bytes, p: int):
 
 
 def describe_cert(der: bytes) -> dict:
-    """Subject, issuer, serial (hex) and validity (naive UTC datetimes) of a DER cert."""
-    return dict(_describe_cert(bytes(der)))
+    """Subject, issuer, serial (hex) and validity (naive UTC datetimes) of a DER cert. The
+    dict is shared by every handshake that showed the same certificate: read it only."""
+    return _describe_cert(bytes(der))
 
 
 @lru_cache(1024)  # a fleet capture shows the same few certificates in thousands of handshakes
