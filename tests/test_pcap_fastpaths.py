@@ -296,6 +296,34 @@ def test_websocket_texts_taken_in_bulk_as_one_by_one(tmp_path, monkeypatch, read
         assert runs["bulk"][t] == runs["one_by_one"][t], t
 
 
+def test_capture_tables_built_in_blocks_of_flows_are_the_same(tmp_path, monkeypatch):
+    """prepare builds the rows a block of flows at a time (memory of long captures): any
+    block size gives the same tables, also where a column is all NULL in some block (its
+    type comes from the others) and with DNS rows that belong to no flow."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    from forensics.parsers.pcap import tables
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _pcap_fleet.write(tmp_path / "fleet.pcapng", 20_000)
+    # one file of flows and DNS answers: the fleet, then a second section with DNS errors
+    dns = (Path(__file__).parent / "fixtures" / "pcap" / "dns.pcapng").read_bytes()
+    (bundle / "fleet-dns.pcapng").write_bytes((tmp_path / "fleet.pcapng").read_bytes() + dns)
+    shutil.copy(SAMPLES / "pcap-cert-expired" / "capture.pcapng", bundle / "cert.pcapng")
+    runs = {}
+    for block in (3, 10_000):
+        monkeypatch.setattr(tables, "PREPARE_BLOCK", block)
+        rep = ingest.ingest([bundle], tmp_path / f"{block}.duckdb", tmp_path / f"w{block}")
+        assert not rep.failed, rep
+        con = duckdb.connect(str(tmp_path / f"{block}.duckdb"))
+        runs[block] = table_rows(con, (*CASE_TABLES, "dns_answers"))
+        con.close()
+    assert len(runs[3]["tcp_flows"]) > 20 and len(runs[3]["dns_answers"]) == 3
+    assert runs[3] == runs[10_000]
+
+
 def test_many_new_flows_in_one_chunk(tmp_path, monkeypatch):
     """A chunk that brings more than twice the flows seen so far (a fleet reconnecting at
     once after a quiet spell) leaves every new flow's payload kind unknown until its own

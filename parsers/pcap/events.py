@@ -66,21 +66,23 @@ def _side(c2s: int, s2c: int) -> str | None:
     return "client" if c2s else ("server" if s2c else None)
 
 
-def tcp_flows(cap, base: dict, events: Events) -> dict:
-    """tcp_flows columns (vectorised where it matters) plus the flows' TCP events."""
-    ft, n = cap.flows, cap.flows.n
-    hf, ht = ft.hist_frame[:n], ft.hist_ts[:n]
+def tcp_flows(cap, base: dict, events: Events, flows: range) -> dict:
+    """tcp_flows columns (vectorised where it matters) plus the TCP events of `flows` (a
+    range of flow ids; `base` holds every flow)."""
+    ft, lo, hi = cap.flows, flows.start, flows.stop
+    hf, ht = ft.hist_frame[lo:hi], ft.hist_ts[lo:hi]
     syn_seen, synack_seen = hf[:, 0, T.L_SYN] > 0, hf[:, 1, T.L_SYNACK] > 0
-    rst_c, rst_s = ft.rst[:n, 0], ft.rst[:n, 1]
+    rst_c, rst_s = ft.rst[lo:hi, 0], ft.rst[lo:hi, 1]
     ack_ts = (hf[:, 0, T.L_ACK] > 0) * ht[:, 0, T.L_ACK]
     ack_ts = ack_ts + (ack_ts == 0) * ht[:, 0, T.L_DATA]
     rtt_ok = syn_seen & synack_seen & (ack_ts > 0)
     rtt = ((ack_ts - ht[:, 0, T.L_SYN]) / 1000.0).tolist()
     states, apps, hists = [], [], []
-    for g in range(n):
-        if syn_seen[g] and not synack_seen[g]:
-            states.append("refused" if rst_s[g] else "syn_unanswered")
-        elif ft.partial[g] and not synack_seen[g]:
+    for g in flows:
+        k = g - lo
+        if syn_seen[k] and not synack_seen[k]:
+            states.append("refused" if rst_s[k] else "syn_unanswered")
+        elif ft.partial[g] and not synack_seen[k]:
             states.append("partial")
         else:
             states.append("established")
@@ -91,39 +93,39 @@ def tcp_flows(cap, base: dict, events: Events) -> dict:
             else ("other" if cap.app[g] == 4 else None)
         )  # fmt: skip
         hists.append(ft.history(g))
-        _tcp_events(ft, g, states[g], base, events)
-    out = dict(base)
-    out.pop("wireshark_filter")
+        _tcp_events(ft, g, states[k], base, events)
+    out = {name: column[lo:hi] for name, column in base.items() if name != "wireshark_filter"}
     out.update(
-        ts_start=pa.array(ft.first_ts[:n]).cast(pa.timestamp("us")),
-        ts_end=pa.array(ft.last_ts[:n]).cast(pa.timestamp("us")),
-        first_frame=ft.first_frame[:n],
-        last_frame=ft.last_frame[:n],
-        packets_c2s=ft.pkts[:n, 0],
-        packets_s2c=ft.pkts[:n, 1],
-        bytes_c2s=ft.bytes[:n, 0],
-        bytes_s2c=ft.bytes[:n, 1],
+        ts_start=pa.array(ft.first_ts[lo:hi]).cast(pa.timestamp("us")),
+        ts_end=pa.array(ft.last_ts[lo:hi]).cast(pa.timestamp("us")),
+        first_frame=ft.first_frame[lo:hi],
+        last_frame=ft.last_frame[lo:hi],
+        packets_c2s=ft.pkts[lo:hi, 0],
+        packets_s2c=ft.pkts[lo:hi, 1],
+        bytes_c2s=ft.bytes[lo:hi, 0],
+        bytes_s2c=ft.bytes[lo:hi, 1],
         state=states,
-        partial=ft.partial[:n],
+        partial=ft.partial[lo:hi],
         rst_from=[_side(a, b) for a, b in zip(rst_c.tolist(), rst_s.tolist(), strict=True)],
         fin_from=[
-            _side(a, b) for a, b in zip(ft.fin[:n, 0].tolist(), ft.fin[:n, 1].tolist(), strict=True)
+            _side(a, b)
+            for a, b in zip(ft.fin[lo:hi, 0].tolist(), ft.fin[lo:hi, 1].tolist(), strict=True)
         ],
-        retrans_c2s=ft.retrans[:n, 0],
-        retrans_s2c=ft.retrans[:n, 1],
-        dupack_c2s=ft.dupack[:n, 0],
-        dupack_s2c=ft.dupack[:n, 1],
-        zerowin_c2s=ft.zerowin[:n, 0],
-        zerowin_s2c=ft.zerowin[:n, 1],
+        retrans_c2s=ft.retrans[lo:hi, 0],
+        retrans_s2c=ft.retrans[lo:hi, 1],
+        dupack_c2s=ft.dupack[lo:hi, 0],
+        dupack_s2c=ft.dupack[lo:hi, 1],
+        zerowin_c2s=ft.zerowin[lo:hi, 0],
+        zerowin_s2c=ft.zerowin[lo:hi, 1],
         syn_retries=[
             max(int(s) - 1, 0) if ok else None
-            for s, ok in zip(ft.syn[:n, 0].tolist(), syn_seen.tolist(), strict=True)
+            for s, ok in zip(ft.syn[lo:hi, 0].tolist(), syn_seen.tolist(), strict=True)
         ],
         handshake_rtt_ms=[r if ok else None for r, ok in zip(rtt, rtt_ok.tolist(), strict=True)],
         app=apps,
         history=hists,
-        wireshark_filter=base["wireshark_filter"],
-        locator=[f"frame {f}" for f in ft.first_frame[:n].tolist()],
+        wireshark_filter=base["wireshark_filter"][lo:hi],
+        locator=[f"frame {f}" for f in ft.first_frame[lo:hi].tolist()],
     )
     return out
 
@@ -168,10 +170,11 @@ def _tcp_events(ft, g: int, state: str, base: dict, events: Events) -> None:
                        hf[d, T.L_ZWIN], {**who, "count": int(ft.zerowin[g, d])}, flt)  # fmt: skip
 
 
-def tls_rows(cap, base: dict, events: Events) -> list[dict]:
-    """One tls_handshakes row per TLS flow, with its events."""
+def tls_rows(cap, base: dict, events: Events, flows: range) -> list[dict]:
+    """One tls_handshakes row per TLS flow of `flows`, with its events."""
     ft, rows = cap.flows, []
-    for g, h in sorted(cap.handlers.items()):
+    for g in flows:
+        h = cap.handlers.get(g)
         if not isinstance(h, TlsFlow) or not h.frame:
             continue
         h.finish()
@@ -254,12 +257,13 @@ def tls_rows(cap, base: dict, events: Events) -> list[dict]:
     return rows
 
 
-def ws_rows(cap, base: dict, events: Events) -> tuple[list[dict], OcppFrames]:
-    """One ws_sessions row per HTTP exchange on an HTTP/WebSocket flow, events, and the
-    OCPP frames of the WebSocket text messages not yet staged (appended to
+def ws_rows(cap, base: dict, events: Events, flows: range) -> tuple[list[dict], OcppFrames]:
+    """One ws_sessions row per HTTP exchange on an HTTP/WebSocket flow of `flows`, events,
+    and the OCPP frames of the WebSocket text messages not yet staged (appended to
     cap.ocpp_ready, which is returned)."""
     ft, rows, ocpp = cap.flows, [], cap.ocpp_ready
-    for g, h in sorted(cap.handlers.items()):
+    for g in flows:
+        h = cap.handlers.get(g)
         if not isinstance(h, WsFlow):
             continue
         cp, flt = base["charger_id"][g], base["wireshark_filter"][g]
