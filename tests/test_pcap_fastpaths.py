@@ -67,6 +67,36 @@ def test_epb_runs_agree_on_damaged_files(flips):
     assert fast == slow
 
 
+def read_file(path: Path, read_bytes: int):
+    """read_all, from a file opened as ingest opens it (the tail is re-read from it)."""
+    rejects, frames, ts, skipped = [], [], [], 0
+    with open(path, "rb") as fh:
+        r = CaptureReader(fh, lambda *a: rejects.append(a[:2]), read_bytes=read_bytes)
+        assert r._reread
+        for c in r.chunks():
+            frames += c.frame.tolist()
+            ts += c.ts_us.tolist()
+        skipped = r.stats.skipped_bytes
+    return frames, ts, rejects, skipped
+
+
+@pytest.mark.parametrize("read_bytes", [300, 700, 4096, 1 << 20])
+def test_reading_a_file_gives_what_reading_a_stream_gives(tmp_path, read_bytes):
+    """A capture file's unconsumed tail is read again with the next block (one copy of
+    each byte); chunks, frames, times and rejects are what a stream that cannot seek
+    gives, for every fixture, a capture cut mid-block and one with a corrupt block."""
+    data = raw("multi_if.pcapng")
+    at = block_offsets(data)[8]
+    damaged = {
+        "cut.pcapng": data[:-7],
+        "corrupt.pcapng": data[:at] + b"\xee" * 40 + data[at + 40 :],
+    }
+    for name, blob in [*((n, raw(n)) for n in CAPTURES if not n.endswith(".gz")), *damaged.items()]:
+        path = tmp_path / name
+        path.write_bytes(blob)
+        assert read_file(path, read_bytes) == read_all(blob, read_bytes), name
+
+
 def tsresol_at(data: bytes) -> int:
     """Offset of the first IDB's if_tsresol value byte."""
     idb = next(o for o in block_offsets(data) if struct.unpack_from("<I", data, o)[0] == 1)

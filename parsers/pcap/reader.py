@@ -15,6 +15,7 @@ region cut out.
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -107,6 +108,8 @@ class CaptureReader:
         self._buf = b""
         self._base = 0  # file offset of _buf[0]
         self._eof = False
+        # a plain file: the unconsumed tail is read again with the next block (see _fill)
+        self._reread = isinstance(stream, io.BufferedReader) and stream.seekable()
         self.frames = 0  # packet records read so far (= last frame number)
         self.interfaces: list[Interface] = []
         self.secrets: list[bytes] = []
@@ -127,13 +130,22 @@ class CaptureReader:
             self._buf = self._buf[off:]
             self._base += off
         while len(self._buf) < need and not self._eof:
-            data = self._stream.read(max(self._read_bytes, need - len(self._buf)))
+            want = max(self._read_bytes, need - len(self._buf))
+            if self._reread and self._buf:
+                # the tail again from the file with the next block: each byte is copied
+                # once (from the page cache), not twice (read, then joined to the tail)
+                self._stream.seek(self._base)
+                data = self._stream.read(len(self._buf) + want)
+                self._eof = len(data) <= len(self._buf)
+                self._buf = data if not self._eof else self._buf
+                continue
+            data = self._stream.read(want)
             if not data:
                 self._eof = True
                 break
             # join copies a big buffer without holding the GIL (CPython drops it past 1 MiB):
             # the read-ahead thread does this while the packet loop runs
-            self._buf = b"".join((self._buf, data))
+            self._buf = b"".join((self._buf, data)) if self._buf else data
         return self._buf
 
     def _more(self, off: int) -> bool:
