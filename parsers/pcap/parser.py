@@ -236,7 +236,7 @@ class Capture:
         c2s_n = np.add.reduceat((ds == 0).astype(np.int64), starts).tolist()
         used = [np.add.reduceat(ns * (ds == dd), starts).tolist() for dd in (0, 1)]
         tix = np.searchsorted(tpos, by_flow)  # each taken segment's text
-        flow_cp = np.full(len(starts), None, dtype=object)  # set: handed on packed
+        flow_cp = np.full(len(starts), None, dtype=object)  # per flow: its charger if packed
         flow_version = np.full(len(starts), None, dtype=object)
         for k, (g0, i, j) in enumerate(zip(gs[starts].tolist(), starts.tolist(), ends.tolist(), strict=True)):  # fmt: skip
             h = self.handlers[g0]
@@ -264,7 +264,7 @@ class Capture:
             np.repeat(flow_version, runs),
         )
         packed = np.zeros(len(ws), dtype=bool)
-        packed[by_flow] = np.repeat(flow_cp != None, runs)  # noqa: E711 (elementwise)
+        packed[by_flow] = np.repeat(flow_cp.astype(bool), runs)  # a charger: handed on packed
         if not packed.any():
             return taken, None
         sel = np.flatnonzero(packed)
