@@ -67,10 +67,11 @@ def test_epb_runs_agree_on_damaged_files(flips):
     assert fast == slow
 
 
-def read_file(path: Path, read_bytes: int):
+def read_file(path: Path, read_bytes: int, skip: int = 0):
     """read_all, from a file opened as ingest opens it (the tail is re-read from it)."""
     rejects, frames, ts, skipped = [], [], [], 0
     with open(path, "rb") as fh:
+        fh.read(skip)
         r = CaptureReader(fh, lambda *a: rejects.append(a[:2]), read_bytes=read_bytes)
         assert r._reread
         for c in r.chunks():
@@ -95,6 +96,9 @@ def test_reading_a_file_gives_what_reading_a_stream_gives(tmp_path, read_bytes):
         path = tmp_path / name
         path.write_bytes(blob)
         assert read_file(path, read_bytes) == read_all(blob, read_bytes), name
+    # a capture that starts further into the file (the stream handed over past a header)
+    path.write_bytes(b"header" + blob)
+    assert read_file(path, read_bytes, skip=6) == read_all(blob, read_bytes)
 
 
 def tsresol_at(data: bytes) -> int:

@@ -110,6 +110,7 @@ class CaptureReader:
         self._eof = False
         # a plain file: the unconsumed tail is read again with the next block (see _fill)
         self._reread = isinstance(stream, io.BufferedReader) and stream.seekable()
+        self._origin = stream.tell() if self._reread else 0  # where the capture starts
         self.frames = 0  # packet records read so far (= last frame number)
         self.interfaces: list[Interface] = []
         self.secrets: list[bytes] = []
@@ -134,7 +135,7 @@ class CaptureReader:
             if self._reread and self._buf:
                 # the tail again from the file with the next block: each byte is copied
                 # once (from the page cache), not twice (read, then joined to the tail)
-                self._stream.seek(self._base)
+                self._stream.seek(self._origin + self._base)
                 data = self._stream.read(len(self._buf) + want)
                 self._eof = len(data) <= len(self._buf)
                 self._buf = data if not self._eof else self._buf
