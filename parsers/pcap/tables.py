@@ -126,13 +126,13 @@ def prepare(src, inventory: dict[str, str], cap, reader) -> tuple[dict[str, pa.T
     # packets). The deep path's merge looks across all flows: one block then.
     parts: dict[str, list[pa.Table]] = {}
     block = max(n, 1) if dec is not None else PREPARE_BLOCK
-    ocpp = cap.ocpp_ready
+    ocpp = cap.ocpp_ready  # ws_rows appends the frames of flows attributed only now
     for lo in range(0, max(n, 1), block):
         flows = range(lo, min(n, lo + block))
         events = ev.Events()
         parts.setdefault("tcp_flows", []).append(pa.table(ev.tcp_flows(cap, base, events, flows)))
         hs = ev.tls_rows(cap, base, events, flows)
-        ws, ocpp = ev.ws_rows(cap, base, events, flows)
+        ws, _ = ev.ws_rows(cap, base, events, flows)
         if dec is not None:
             deep.merge(dec, flow_of, base, events, hs, ws, ocpp)
         if lo + block >= n:  # DNS is no flow's: with the last block

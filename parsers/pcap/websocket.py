@@ -418,7 +418,7 @@ class Texts:
         """Whether each text begins with '[' (an empty one does not)."""
         if not len(self.data):
             return np.zeros(len(self), dtype=bool)
-        first = self.data[np.minimum(self.bounds[:-1], max(len(self.data) - 1, 0))]
+        first = self.data[np.minimum(self.bounds[:-1], len(self.data) - 1)]
         return (np.diff(self.bounds) > 0) & (first == ord("["))
 
     def arrow(self):
