@@ -14,7 +14,6 @@ from contextlib import suppress
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from forensics.parsers import _ocpp_schemas as schemas
 from forensics.parsers.base import OneInFlight, Sink, Source, registered
@@ -36,25 +35,22 @@ BACKWARDS_TOLERANCE_S = 2
 def store_frames(src: Source, sink: Sink, table: pa.Table) -> None:
     """Stages frames for this file. Columns: ts timestamp[us] UTC, charger_id, direction
     ('cp_to_csms'|'csms_to_cp'|NULL to infer), frame (OCPP-J array text), locator, line
-    (int64), optionally ocpp_version ('1.6'|'2.0.1') and order (int64, each frame's rank,
-    0 to n - 1, when the rows are not given in the order the frames were sent)."""
+    (int64), optionally ocpp_version ('1.6'|'2.0.1') and seq (int64, unique in the file,
+    ordering its frames as they were sent, when the carrier knows it better than the order
+    of the batches: a capture's frame numbers)."""
     con = sink.con
     _create_stage(con)
     if "ocpp_version" not in table.column_names:
         table = table.append_column("ocpp_version", pa.nulls(table.num_rows, pa.string()))
-    # seq is the order of the frames as given (or as ranked); numbered here because SQL row
-    # order is not kept (preserve_insertion_order is off for memory).
-    last = f"SELECT max(seq) FROM {STAGE}"
-    if _temp_exists(con, PARSED):  # frames parsed early (parse_staged) keep their numbers
-        last = f"SELECT greatest(({last}), (SELECT max(seq) FROM {PARSED}))"
-    start = con.execute(f"SELECT coalesce(({last}) + 1, 0)").fetchall()[0][0]
-    if "order" in table.column_names:
-        at = table.column_names.index("order")
-        seq = pc.add(table.column(at), start)
-        table = table.remove_column(at)
-    else:
+    # else seq is the order of the frames as given; numbered here because SQL row order is
+    # not kept (preserve_insertion_order is off for memory).
+    if "seq" not in table.column_names:
+        last = f"SELECT max(seq) FROM {STAGE}"
+        if _temp_exists(con, PARSED):  # frames parsed early (parse_staged) keep their numbers
+            last = f"SELECT greatest(({last}), (SELECT max(seq) FROM {PARSED}))"
+        start = con.execute(f"SELECT coalesce(({last}) + 1, 0)").fetchall()[0][0]
         seq = pa.array(range(start, start + table.num_rows), pa.int64())
-    table = table.append_column("seq", seq)
+        table = table.append_column("seq", seq)
     with registered(con, "_frames_in", table):
         con.execute(
             f"""INSERT INTO {STAGE}

@@ -429,14 +429,16 @@ def test_capture_messages_are_numbered_in_frame_order(tmp_path, monkeypatch):
     assert (backwards, jumps, unpaired) == (0, 0, 0)
 
 
-def test_ocpp_frames_rank_packed_and_listed_messages_in_frame_order():
+def test_ocpp_frames_number_packed_and_listed_messages_by_frame():
     """Messages handed on packed (the bulk path) and as Python values (a flow's own list)
-    come out as one table, each ranked by its frame (stable); what is not a JSON array as
-    _is_array sees it (white space, also non-ASCII, before the '[' is allowed) is left out."""
-    from forensics.parsers.pcap.websocket import OcppFrames, Texts
+    come out as one table, each numbered by its frame and its place among the messages
+    that frame completed; what is not a JSON array as _is_array sees it (white space,
+    also non-ASCII, before the '[' is allowed) is left out."""
+    from forensics.parsers.pcap.websocket import SEQ_FRAME_BITS, OcppFrames, Texts
 
     f = OcppFrames()
-    f.add_columns("cp-1", "1.6", [0, 1], [40, 10], [400, 100], ['[2,"a","Heartbeat",{}]', "{}"])
+    listed = ['[2,"a","Heartbeat",{}]', "{}", '[3,"a",{}]']  # frame 40 completes two
+    f.add_columns("cp-1", "1.6", [0, 1, 1], [40, 10, 40], [400, 100, 401], listed)
     texts = ['[3,"b",{}]', ' \n[2,"c","X",{}]', "hello", '\u00a0[3,"é",{}]', "", "[]"]
     n = len(texts)
     side = np.array([1, 0, 0, 1, 0, 1], dtype=np.int64)
@@ -444,17 +446,18 @@ def test_ocpp_frames_rank_packed_and_listed_messages_in_frame_order():
     cp, version = np.full(n, "cp-2", dtype=object), np.full(n, None, dtype=object)
     packed = Texts.pack([t.encode() for t in texts])
     f.add_packed(frame * 10, cp, side, frame, version, packed)
-    assert len(f) == 1 + 4
+    assert len(f) == 2 + 4
     t = f.table().to_pydict()
     rows = sorted(
-        zip(t["order"], t["line"], t["frame"], t["direction"], t["charger_id"], strict=True)
+        zip(t["seq"], t["line"], t["frame"], t["direction"], t["charger_id"], strict=True)
     )
     assert rows == [
-        (0, 20, '[3,"b",{}]', "csms_to_cp", "cp-2"),
-        (1, 30, ' \n[2,"c","X",{}]', "cp_to_csms", "cp-2"),
-        (2, 40, '[2,"a","Heartbeat",{}]', "cp_to_csms", "cp-1"),
-        (3, 50, '\u00a0[3,"é",{}]', "csms_to_cp", "cp-2"),
-        (4, 60, "[]", "csms_to_cp", "cp-2"),
+        (20 << SEQ_FRAME_BITS, 20, '[3,"b",{}]', "csms_to_cp", "cp-2"),
+        (30 << SEQ_FRAME_BITS, 30, ' \n[2,"c","X",{}]', "cp_to_csms", "cp-2"),
+        (40 << SEQ_FRAME_BITS, 40, '[2,"a","Heartbeat",{}]', "cp_to_csms", "cp-1"),
+        ((40 << SEQ_FRAME_BITS) + 1, 40, '[3,"a",{}]', "csms_to_cp", "cp-1"),
+        (50 << SEQ_FRAME_BITS, 50, '\u00a0[3,"é",{}]', "csms_to_cp", "cp-2"),
+        (60 << SEQ_FRAME_BITS, 60, "[]", "csms_to_cp", "cp-2"),
     ]
     assert t["locator"][t["line"].index(50)] == "frame 50"
     assert t["ts"][t["line"].index(50)].timestamp() == 500 / 1e6
@@ -672,6 +675,38 @@ def test_tls_flows_past_their_handshake_follow_only_alerts_and_report_the_same(
     assert max(quiet) > 10, "no TLS flow went quiet"
     for t in CASE_TABLES:
         assert runs["quiet"][t] == runs["all_records"][t], t
+
+
+def test_a_chargers_late_attributed_flow_is_numbered_in_frame_order(tmp_path):
+    """A charger whose first session names no charger in its path (attributed at the end,
+    by its address in the inventory) has its messages numbered in frame order with those
+    of its other sessions: no clock jump that never was."""
+    sys.path.insert(0, str(SAMPLES.parent / "bench"))
+    import _pcap_fleet
+
+    _pcap_fleet.write(tmp_path / "fleet.pcapng", 30_000)
+    data = (tmp_path / "fleet.pcapng").read_bytes()
+    assert data.count(b"GET /ocpp/CP-10 HTTP") > 1
+    hidden = data.replace(b"GET /ocpp/CP-10 HTTP", b"GET /////////// HTTP", 1)  # the first
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "capture.pcapng").write_bytes(hidden)
+    (bundle / "chargers.csv").write_text("charger_id,ip\nCP-10,10.0.0.12\n")
+    rep = ingest.ingest([bundle], tmp_path / "case.duckdb", tmp_path / "w")
+    assert rep.parsed == 2 and not rep.failed, rep
+    con = duckdb.connect(str(tmp_path / "case.duckdb"))
+    how = con.execute(
+        "SELECT DISTINCT attributed_by FROM ws_sessions WHERE charger_id = 'CP-10'"
+    ).fetchall()
+    backwards, jumps = con.execute(
+        """SELECT count(*) FILTER (WHERE line < prev),
+                  (SELECT count(*) FROM events WHERE kind = 'clock.jump')
+           FROM (SELECT line, lag(line) OVER (ORDER BY seq) prev FROM ocpp_messages
+                 WHERE charger_id = 'CP-10')"""
+    ).fetchone()
+    con.close()
+    assert sorted(how) == [("inventory_ip",), ("ws_path",)]
+    assert (backwards, jumps) == (0, 0)
 
 
 def test_frames_attributed_only_at_the_end_are_stored_with_the_rest(tmp_path, monkeypatch):

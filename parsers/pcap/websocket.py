@@ -504,13 +504,14 @@ class OcppFrames:
             self._packed_n += len(ts)
 
     def table(self):
-        """The store_frames table (ts timestamp[us] UTC, locator 'frame N') with `order`,
-        each message's rank in frame order: store_frames numbers the messages (seq) by it,
-        and a file's seq is the order its messages were sent in. Messages are collected
-        flow by flow, so two flows of one charger (a reconnect, a backend's view) would
-        otherwise interleave wrongly, e.g. into clock jumps that never were. The rank is
-        stable (messages completed by one frame keep their order); the rows themselves are
-        not moved, which would copy every staged text once more."""
+        """The store_frames table (ts timestamp[us] UTC, locator 'frame N') with each
+        message's `seq`: its frame number times 2^SEQ_FRAME_BITS plus its place among the
+        messages that frame completed. A file's seq is the order its messages were sent
+        in, and messages are collected flow by flow, in batches, some only at the end (a
+        flow attributed then): numbered as they came, one charger's flows would interleave
+        wrongly, e.g. into clock jumps that never were. All of a frame's messages come in
+        one batch (one flow, one chunk), so the numbers are unique in the file. The rows
+        themselves are not moved, which would copy every staged text once more."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
@@ -540,9 +541,12 @@ class OcppFrames:
             pa.chunked_array([p[k] for p in parts]) for k in range(6)
         )
         frames = np.concatenate([c.to_numpy() for c in line.chunks])
-        order = np.arange(len(frames), dtype=np.int64)
-        if len(frames) > 1 and (frames[1:] < frames[:-1]).any():
-            order[np.argsort(frames, kind="stable")] = order.copy()
+        by_frame = np.argsort(frames, kind="stable")  # a frame's messages as they came
+        f = frames[by_frame]
+        at = np.arange(len(f))
+        first = np.maximum.accumulate(np.where(np.r_[True, f[1:] != f[:-1]], at, 0))
+        seq = np.empty(len(f), dtype=np.int64)
+        seq[by_frame] = (f << SEQ_FRAME_BITS) | (at - first)
         return pa.table(
             {
                 "ts": ts.cast(pa.timestamp("us", tz="UTC")),
@@ -552,12 +556,15 @@ class OcppFrames:
                 "locator": pc.binary_join_element_wise("frame ", line.cast(pa.string()), ""),
                 "line": line,
                 "ocpp_version": version,
-                "order": pa.array(order),
+                "seq": pa.array(seq),
             }
         )
 
 
 CP_TO_CSMS, CSMS_TO_CP = "cp_to_csms", "csms_to_cp"
+# messages one frame may complete (a reassembled segment of 64 KiB holds < 2^15 frames);
+# frame numbers stay below 2^43
+SEQ_FRAME_BITS = 20
 _DIRECTION = (CP_TO_CSMS, CSMS_TO_CP)  # by a message's side: 0 client, 1 server
 
 
