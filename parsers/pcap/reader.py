@@ -137,8 +137,10 @@ class CaptureReader:
                 # once (from the page cache), not twice (read, then joined to the tail)
                 self._stream.seek(self._origin + self._base)
                 data = self._stream.read(len(self._buf) + want)
-                self._eof = len(data) <= len(self._buf)
-                self._buf = data if not self._eof else self._buf
+                if len(data) <= len(self._buf):  # nothing past the tail
+                    self._eof = True
+                    break
+                self._buf = data
                 continue
             data = self._stream.read(want)
             if not data:

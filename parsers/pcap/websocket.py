@@ -353,8 +353,7 @@ def text_frames(a: np.ndarray, off: np.ndarray, ln: np.ndarray) -> tuple[np.ndar
         return _NO_POSITIONS, Texts.empty()
     start, end = o[pos] + hdr[pos], o[pos] + ln[pos]
     if _pcapscan is not None:
-        bounds = np.zeros(len(pos) + 1, dtype=np.int64)
-        np.cumsum(end - start, out=bounds[1:])
+        bounds = Texts.bounds_of(end - start)
         data, good = np.empty(int(bounds[-1]), dtype=np.uint8), np.empty(len(pos), np.uint8)
         args = (np.ascontiguousarray(x, np.int64) for x in (start, end, masked[pos]))
         _pcapscan.pack_texts(a, *args, data, good)
@@ -397,9 +396,15 @@ class Texts:
 
     @classmethod
     def pack(cls, texts: Sequence[bytes]) -> Texts:
-        bounds = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum([len(t) for t in texts], out=bounds[1:])
+        bounds = cls.bounds_of([len(t) for t in texts])
         return cls(np.frombuffer(b"".join(texts), dtype=np.uint8), bounds)
+
+    @staticmethod
+    def bounds_of(lengths) -> np.ndarray:
+        """Where each text starts (and the last ends) when texts of these lengths are packed."""
+        bounds = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=bounds[1:])
+        return bounds
 
     def __len__(self) -> int:
         return len(self.bounds) - 1
@@ -410,9 +415,7 @@ class Texts:
     def select(self, keep: np.ndarray) -> Texts:
         """The texts where the boolean mask `keep` is set, in their order."""
         lengths = np.diff(self.bounds)
-        bounds = np.zeros(int(keep.sum()) + 1, dtype=np.int64)
-        np.cumsum(lengths[keep], out=bounds[1:])
-        return Texts(self.data[np.repeat(keep, lengths)], bounds)
+        return Texts(self.data[np.repeat(keep, lengths)], self.bounds_of(lengths[keep]))
 
     def starts_array(self) -> np.ndarray:
         """Whether each text begins with '[' (an empty one does not)."""
